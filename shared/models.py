@@ -1,0 +1,142 @@
+"""Database records: images, batches, jobs, and the replies kept for idempotent requests.
+
+The database, not the broker, is the source of truth for a job's status: the
+broker only carries "job X may be run now". Status changes go through
+`shared.transitions`, whose guarded UPDATEs keep finished jobs finished and
+one job on one worker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCEL_REQUESTED = "cancel-requested"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+ACTIVE = (Status.QUEUED, Status.RUNNING, Status.CANCEL_REQUESTED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Image(Base):
+    """An uploaded image, addressed by the sha256 of its bytes: one row however often uploaded."""
+
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    byte_size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Batch(Base):
+    """A group of jobs submitted together; its counts and progress are derived from its jobs."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    owner: Mapped[str] = mapped_column(String(64), default="", index=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="batch", lazy="raise_on_sql")
+
+
+class Job(Base):
+    """One render: a content image, weighted styles and render parameters."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_status_created", "status", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    content_image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    # [{"image": sha256, "weight": float}, ...]
+    styles: Mapped[list[Any]] = mapped_column(JSON)
+    init_image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), nullable=True)
+    # shared.spec.RenderParams.to_dict()
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    status: Mapped[str] = mapped_column(String(20), default=Status.QUEUED.value, index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    scale: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 0-based current scale
+    scale_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    iteration: Mapped[int | None] = mapped_column(Integer, nullable=True)  # within the scale
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Written by the running worker (progress and a heartbeat); a stale one means the worker died.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    batch: Mapped[Batch | None] = relationship(back_populates="jobs", lazy="raise_on_sql")
+
+
+class IdempotentReply(Base):
+    """The first reply to a POST that carried an Idempotency-Key, replayed on repeats."""
+
+    __tablename__ = "idempotent_replies"
+    __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotent_owner_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    key: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(Text)
+    # A hash of the request body: the same key with a different request is a 409/422.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

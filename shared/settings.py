@@ -1,0 +1,108 @@
+"""One settings object, read from the environment.
+
+Every process (API, worker, CLI, tests) builds its configuration here, so a
+farm is configured the same way everywhere: by environment variables, with
+defaults that let one machine run the whole stack with nothing installed by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of a stylefarm process.
+
+    Frozen so that a process cannot drift from what its environment said;
+    tests derive variants with `dataclasses.replace` (see `Settings.with_`).
+    """
+
+    # Where images, results and (by default) the SQLite database live.
+    data_dir: Path = field(default_factory=lambda: Path("stylefarm-data").resolve())
+    # SQLAlchemy URL; empty means SQLite under data_dir.
+    database_url: str = ""
+    # Broker URL; empty means "start or find a local one" (only `stylefarm up` does that).
+    redis_url: str = ""
+    # Largest input image accepted, in pixels (width * height), and in bytes.
+    max_input_pixels: int = 50_000_000
+    max_upload_bytes: int = 64 * 1024 * 1024
+    # Largest output accepted, in pixels (width * height): 4K UHD and then some.
+    max_output_pixels: int = 40_000_000
+    # Bearer tokens accepted by the API; empty means no authentication.
+    api_keys: tuple[str, ...] = ()
+    # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    # A job that fails this many deliveries (worker deaths included) is marked failed.
+    max_attempts: int = 3
+    # Seconds a running job may take before the worker aborts it (soft) / is killed (hard).
+    job_soft_time_limit: int = 6 * 3600
+    job_hard_time_limit: int = 6 * 3600 + 300
+    # Seconds between progress records written to the database by a running job.
+    progress_interval: float = 1.0
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(_env("STYLEFARM_DATA_DIR", "stylefarm-data")).expanduser().resolve()
+        return cls(
+            data_dir=data_dir,
+            database_url=_env("DATABASE_URL", ""),
+            redis_url=_env("REDIS_URL", ""),
+            max_input_pixels=_env_int("STYLEFARM_MAX_INPUT_PIXELS", cls.max_input_pixels),
+            max_upload_bytes=_env_int("STYLEFARM_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_output_pixels=_env_int("STYLEFARM_MAX_OUTPUT_PIXELS", cls.max_output_pixels),
+            api_keys=_env_list("STYLEFARM_API_KEYS"),
+            device=_env("STYLEFARM_DEVICE", "auto"),
+            max_attempts=_env_int("STYLEFARM_MAX_ATTEMPTS", cls.max_attempts),
+            job_soft_time_limit=_env_int("STYLEFARM_JOB_SOFT_TIME_LIMIT", cls.job_soft_time_limit),
+            job_hard_time_limit=_env_int("STYLEFARM_JOB_HARD_TIME_LIMIT", cls.job_hard_time_limit),
+            progress_interval=_env_float("STYLEFARM_PROGRESS_INTERVAL", cls.progress_interval),
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured database, or SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'stylefarm.db'}"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings.from_env()

@@ -1,0 +1,208 @@
+"""The one definition of a job's render parameters, and the coarse-to-fine plan they imply.
+
+The CLI's options, the API's request validation and OpenAPI document, and the
+worker's engine call all derive from `RenderParams` and `RenderParamsSchema`
+below, so a parameter is added, documented and validated in exactly one place.
+Pure Python (no torch): the API imports this.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, post_load, validate, validates_schema
+from marshmallow import fields as mf
+
+OPTIMIZERS = ("lbfgs", "adam")
+STYLE_LOSSES = ("gram", "wasserstein")
+COLOR_MODES = ("none", "luminance", "histogram")
+INITS = ("content", "noise", "image")
+POOLINGS = ("max", "avg")
+CONTENT_LAYER = "relu4_2"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
+    """A dataclass field that also carries its marshmallow field and its help text."""
+    if isinstance(default, dict):
+        metadata = {"field": schema_field, "help": help}
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata={"field": schema_field, "help": help})
+
+
+def _choice(choices: tuple[str, ...]) -> mf.String:
+    return mf.String(validate=validate.OneOf(choices))
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """How to render one job. Images (content, styles, init) travel separately."""
+
+    size: int = _param(
+        512, mf.Integer(validate=validate.Range(16, 16384)),
+        "long side of the output in pixels (aspect ratio of the content image)")
+    width: int | None = _param(
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
+        "exact output width; give with height to override size")
+    height: int | None = _param(
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
+        "exact output height; give with width to override size")
+    min_size: int = _param(
+        256, mf.Integer(validate=validate.Range(16, 16384)),
+        "long side of the first (coarsest) scale")
+    scale_step: float = _param(
+        math.sqrt(2), mf.Float(validate=validate.Range(1.05, 4.0)),
+        "ratio between the long sides of successive scales")
+    iterations: tuple[int, ...] | None = _param(
+        None, mf.List(mf.Integer(validate=validate.Range(1, 100_000)), allow_none=True,
+                      validate=validate.Length(min=1)),
+        "optimizer iterations per scale: one value for every scale, or one per scale")
+    optimizer: str = _param("lbfgs", _choice(OPTIMIZERS), "lbfgs or adam")
+    learning_rate: float = _param(
+        4.0, mf.Float(validate=validate.Range(1e-4, 1000, min_inclusive=False)),
+        "Adam step size, in pixel units (0..255)")
+    ema_decay: float = _param(
+        0.9, mf.Float(validate=validate.Range(0.0, 1.0, max_inclusive=False)),
+        "Adam iterate averaging: decay of the exponential moving average that is output")
+    content_weight: float = _param(
+        1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
+    style_weight: float = _param(
+        1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
+    tv_weight: float = _param(
+        1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
+    style_layer_weights: dict[str, float] = _param(
+        dict.fromkeys(STYLE_LAYERS, 1.0),
+        mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
+                values=mf.Float(validate=validate.Range(0.0, 1e9))),
+        "weight of each style layer (relu1_1 ... relu5_1); layers left out weigh 0")
+    style_loss: str = _param(
+        "gram", _choice(STYLE_LOSSES), "gram or wasserstein (mean and covariance)")
+    style_scale: float = _param(
+        1.0, mf.Float(validate=validate.Range(0.05, 8.0)),
+        "size of the style images relative to the output at each scale")
+    preserve_color: str = _param(
+        "none", _choice(COLOR_MODES), "keep the content's colours: none, luminance or histogram")
+    init: str = _param(
+        "content", _choice(INITS), "start from the content, from noise, or from an init image")
+    seed: int | None = _param(
+        0, mf.Integer(allow_none=True, validate=validate.Range(0, 2**63 - 1)),
+        "random seed; the same seed repeats a CPU run exactly")
+    pooling: str = _param("max", _choice(POOLINGS), "VGG-19 pooling: max or avg")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["iterations"] is not None:
+            data["iterations"] = list(data["iterations"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RenderParams:
+        """Validate and build; raises marshmallow.ValidationError naming the field."""
+        return RenderParamsSchema().load(dict(data))
+
+
+def _schema_fields() -> dict[str, mf.Field]:
+    """Marshmallow fields built from the dataclass: its defaults and help become theirs."""
+    built: dict[str, mf.Field] = {}
+    for f in fields(RenderParams):
+        schema_field = copy.deepcopy(f.metadata["field"])
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        schema_field.load_default = default
+        schema_field.metadata = {**schema_field.metadata, "description": f.metadata["help"]}
+        built[f.name] = schema_field
+    return built
+
+
+class _RenderParamsBase(Schema):
+    class Meta:
+        unknown = RAISE
+
+    @validates_schema
+    def _check_together(self, data: dict[str, Any], **_: Any) -> None:
+        width, height = data.get("width"), data.get("height")
+        if (width is None) != (height is None):
+            missing = "height" if height is None else "width"
+            raise ValidationError("width and height must be given together", missing)
+        size = data["size"] if width is None else max(width, height)
+        iterations = data.get("iterations")
+        if iterations is not None and len(iterations) > 1:
+            n = len(scale_long_sides(size, min(data["min_size"], size), data["scale_step"]))
+            if len(iterations) != n:
+                raise ValidationError(
+                    f"give one value or one per scale: this schedule has {n} scales", "iterations")
+
+    @post_load
+    def _make_params(self, data: dict[str, Any], **_: Any) -> RenderParams:
+        if data.get("iterations") is not None:
+            data["iterations"] = tuple(data["iterations"])
+        return RenderParams(**data)
+
+
+RenderParamsSchema: type[Schema] = type(
+    "RenderParamsSchema", (_RenderParamsBase,), _schema_fields())
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One rung of the coarse-to-fine ladder."""
+
+    index: int
+    width: int
+    height: int
+    iterations: int
+
+
+def output_size(params: RenderParams, content_width: int, content_height: int) -> tuple[int, int]:
+    """Width and height of the finished image."""
+    if params.width is not None and params.height is not None:
+        return params.width, params.height
+    long_side = max(content_width, content_height)
+    ratio = params.size / long_side
+    return max(1, round(content_width * ratio)), max(1, round(content_height * ratio))
+
+
+def scale_long_sides(target: int, min_size: int, step: float) -> list[int]:
+    """Long sides from coarse to fine: target / step**k for every k that stays >= min_size."""
+    sides = [target]
+    k = 1
+    while True:
+        side = target / step**k
+        if side < min_size * (1 - 1e-6):
+            break
+        sides.append(round(side))
+        k += 1
+    return sides[::-1]
+
+
+def default_iterations(n_scales: int, optimizer: str) -> list[int]:
+    """More iterations at the cheap coarse scales, fewer near the expensive top."""
+    first, last = (300, 100) if optimizer == "lbfgs" else (400, 150)
+    if n_scales == 1:
+        return [first]
+    return [round(first + (last - first) * i / (n_scales - 1)) for i in range(n_scales)]
+
+
+def plan_scales(params: RenderParams, content_width: int, content_height: int) -> list[Scale]:
+    """The schedule: the size and iteration count of every scale, coarse to fine."""
+    width, height = output_size(params, content_width, content_height)
+    target = max(width, height)
+    sides = scale_long_sides(target, min(params.min_size, target), params.scale_step)
+    if params.iterations is None:
+        iterations = default_iterations(len(sides), params.optimizer)
+    elif len(params.iterations) == 1:
+        iterations = [params.iterations[0]] * len(sides)
+    else:
+        iterations = list(params.iterations)
+    scales = []
+    for index, (side, iters) in enumerate(zip(sides, iterations, strict=True)):
+        ratio = side / target
+        scale_w, scale_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+        scales.append(Scale(index, scale_w, scale_h, iters))
+    return scales
