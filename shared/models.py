@@ -87,6 +87,8 @@ class Job(Base):
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_status_created", "status", "created_at", "id"),
+        # GET /v1/jobs?batch=...: keyset pages of one batch.
+        Index("ix_jobs_batch_created", "batch_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
