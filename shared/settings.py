@@ -72,6 +72,20 @@ class Settings:
     job_hard_time_limit: int = 6 * 3600 + 300
     # Seconds between progress records written to the database by a running job.
     progress_interval: float = 1.0
+    # Queue names are "{queue_prefix}high|normal|low": separate prefixes keep test sessions
+    # (or two farms on one Redis) from taking each other's messages.
+    queue_prefix: str = "stylefarm."
+    # A running job whose heartbeat is older than this is taken to have lost its worker.
+    lease_seconds: float = 30.0
+    # Seconds a delivered but unacknowledged message stays invisible before Redis hands it
+    # out again; 0 means "the hard time limit plus ten minutes" (longer than any job).
+    visibility_timeout: int = 0
+    # Public base URL of the API, used for the result link in webhook payloads.
+    public_url: str = "http://127.0.0.1:8000"
+    # Webhook deliveries: attempts after the first, and the first backoff in seconds
+    # (doubled on each retry).
+    webhook_max_retries: int = 8
+    webhook_backoff: float = 2.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,6 +103,12 @@ class Settings:
             job_soft_time_limit=_env_int("STYLEFARM_JOB_SOFT_TIME_LIMIT", cls.job_soft_time_limit),
             job_hard_time_limit=_env_int("STYLEFARM_JOB_HARD_TIME_LIMIT", cls.job_hard_time_limit),
             progress_interval=_env_float("STYLEFARM_PROGRESS_INTERVAL", cls.progress_interval),
+            queue_prefix=_env("STYLEFARM_QUEUE_PREFIX", cls.queue_prefix),
+            lease_seconds=_env_float("STYLEFARM_LEASE_SECONDS", cls.lease_seconds),
+            visibility_timeout=_env_int("STYLEFARM_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            public_url=_env("STYLEFARM_PUBLIC_URL", cls.public_url),
+            webhook_max_retries=_env_int("STYLEFARM_WEBHOOK_MAX_RETRIES", cls.webhook_max_retries),
+            webhook_backoff=_env_float("STYLEFARM_WEBHOOK_BACKOFF", cls.webhook_backoff),
         )
 
     @property
@@ -97,6 +117,16 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'stylefarm.db'}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The configured broker, or a Redis on this machine's default port."""
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def effective_visibility_timeout(self) -> int:
+        """Longer than the longest job, so a running job's message is never handed out twice."""
+        return self.visibility_timeout or self.job_hard_time_limit + 600
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
