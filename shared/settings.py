@@ -61,6 +61,8 @@ class Settings:
     max_upload_bytes: int = 64 * 1024 * 1024
     # Largest output accepted, in pixels (width * height): 4K UHD and then some.
     max_output_pixels: int = 40_000_000
+    # Most jobs one POST /v1/batches may create.
+    max_batch_jobs: int = 10_000
     # Bearer tokens accepted by the API; empty means no authentication.
     api_keys: tuple[str, ...] = ()
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
@@ -97,6 +99,7 @@ class Settings:
             max_input_pixels=_env_int("STYLEFARM_MAX_INPUT_PIXELS", cls.max_input_pixels),
             max_upload_bytes=_env_int("STYLEFARM_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             max_output_pixels=_env_int("STYLEFARM_MAX_OUTPUT_PIXELS", cls.max_output_pixels),
+            max_batch_jobs=_env_int("STYLEFARM_MAX_BATCH_JOBS", cls.max_batch_jobs),
             api_keys=_env_list("STYLEFARM_API_KEYS"),
             device=_env("STYLEFARM_DEVICE", "auto"),
             max_attempts=_env_int("STYLEFARM_MAX_ATTEMPTS", cls.max_attempts),
