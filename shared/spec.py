@@ -62,6 +62,9 @@ class RenderParams:
                       validate=validate.Length(min=1)),
         "optimizer iterations per scale: one value for every scale, or one per scale")
     optimizer: str = _param("lbfgs", _choice(OPTIMIZERS), "lbfgs or adam")
+    lbfgs_history: int = _param(
+        20, mf.Integer(validate=validate.Range(1, 1000)),
+        "L-BFGS: how many past steps estimate the curvature (memory: 2 images per step)")
     learning_rate: float = _param(
         4.0, mf.Float(validate=validate.Range(1e-4, 1000, min_inclusive=False)),
         "Adam step size, in pixel units (0..255)")
@@ -74,6 +77,10 @@ class RenderParams:
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
     tv_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
+    style_weights: tuple[float, ...] | None = _param(
+        None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True,
+                      validate=validate.Length(min=1)),
+        "blend weight of each style image, in order (normalised to sum 1; default equal)")
     style_layer_weights: dict[str, float] = _param(
         dict.fromkeys(STYLE_LAYERS, 1.0),
         mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
@@ -95,8 +102,9 @@ class RenderParams:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["iterations"] is not None:
-            data["iterations"] = list(data["iterations"])
+        for key in ("iterations", "style_weights"):
+            if data[key] is not None:
+                data[key] = list(data[key])
         return data
 
     @classmethod
@@ -137,8 +145,9 @@ class _RenderParamsBase(Schema):
 
     @post_load
     def _make_params(self, data: dict[str, Any], **_: Any) -> RenderParams:
-        if data.get("iterations") is not None:
-            data["iterations"] = tuple(data["iterations"])
+        for key in ("iterations", "style_weights"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return RenderParams(**data)
 
 

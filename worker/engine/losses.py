@@ -1,0 +1,136 @@
+"""Losses of Gatys-style transfer, in two stages: statistics, then loss from statistics.
+
+Style losses only see *sums over positions* (`Moments`), which add up across tiles; so a
+tiled renderer can accumulate every tile's moments over the whole image first and back-
+propagate tile by tile afterwards. Nothing here runs the network.
+
+Every loss is normalised by its target's own size (‖G(style)‖², ‖F(content)‖²...), so a
+weight means the same thing at every scale, layer and image size, and a loss value is
+directly the quality measure that bench/engine.py reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Floor for eigenvalues inside the matrix square roots: their gradient at 0 is infinite.
+_EIG_EPS = 1e-5
+
+
+@dataclass
+class Moments:
+    """First and second moments of a feature map, as sums over `count` positions."""
+
+    count: int
+    total: torch.Tensor  # (C,) sum of feature vectors
+    outer: torch.Tensor  # (C, C) sum of f fᵀ
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.total + other.total,
+                       self.outer + other.outer)
+
+    def gram(self) -> torch.Tensor:
+        """Gram matrix per position, so images of different sizes compare."""
+        return self.outer / self.count
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count
+
+    def covariance(self) -> torch.Tensor:
+        mean = self.mean()
+        return self.gram() - torch.outer(mean, mean)
+
+
+def moments(features: torch.Tensor) -> Moments:
+    """Moments of a (1, C, H, W) feature map (or of one tile of it), always in fp32."""
+    flat = features.float().flatten(2).squeeze(0)  # (C, HW)
+    return Moments(flat.shape[1], flat.sum(1), flat @ flat.T)
+
+
+# ------------------------------------------------------------------ style: Gram matrices
+
+
+@dataclass
+class GramTarget:
+    gram: torch.Tensor
+    norm: torch.Tensor  # ‖G(style)‖²
+
+
+def gram_target(stats: Moments) -> GramTarget:
+    gram = stats.gram()
+    return GramTarget(gram, gram.square().sum())
+
+
+def gram_loss(stats: Moments, target: GramTarget) -> torch.Tensor:
+    """‖G − G(style)‖² / ‖G(style)‖²: 0 for a perfect match, 1 for an all-black image."""
+    return (stats.gram() - target.gram).square().sum() / target.norm
+
+
+# ------------------------------------------------- style: Wasserstein-2 (mean, covariance)
+
+
+@dataclass
+class GaussianTarget:
+    mean: torch.Tensor
+    cov: torch.Tensor
+    cov_sqrt: torch.Tensor
+    norm: torch.Tensor  # ‖μ‖² + tr Σ: the distance of the style from the zero feature
+
+
+def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp_min(_EIG_EPS).sqrt()) @ vectors.T
+
+
+def gaussian_target(stats: Moments) -> GaussianTarget:
+    mean, cov = stats.mean(), stats.covariance()
+    cov = (cov + cov.T) / 2
+    return GaussianTarget(mean, cov, _sqrtm(cov), mean.square().sum() + cov.trace())
+
+
+def wasserstein_loss(stats: Moments, target: GaussianTarget) -> torch.Tensor:
+    """Squared W2 distance between Gaussians with these moments (the Bures metric),
+    normalised like `gram_loss`.
+
+    W2² = ‖μ − μs‖² + tr Σ + tr Σs − 2 tr (Σs^½ Σ Σs^½)^½; the last trace is the sum of
+    square roots of the eigenvalues of a symmetric matrix, differentiable through eigvalsh.
+    """
+    mean, cov = stats.mean(), stats.covariance()
+    cross = target.cov_sqrt @ cov @ target.cov_sqrt
+    cross = (cross + cross.T) / 2
+    root_trace = torch.linalg.eigvalsh(cross).clamp_min(_EIG_EPS).sqrt().sum()
+    distance = ((mean - target.mean).square().sum() + cov.trace() + target.cov.trace()
+                - 2 * root_trace)
+    return distance.clamp_min(0) / target.norm
+
+
+# -------------------------------------------------------------------- content and smoothness
+
+
+@dataclass
+class ContentTarget:
+    features: torch.Tensor
+    norm: torch.Tensor  # ‖F(content)‖²
+
+
+def content_target(features: torch.Tensor) -> ContentTarget:
+    features = features.float()
+    return ContentTarget(features, features.square().sum())
+
+
+def content_loss(features: torch.Tensor, target: ContentTarget) -> torch.Tensor:
+    """‖F − F(content)‖² / ‖F(content)‖²."""
+    return (features.float() - target.features).square().sum() / target.norm
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels, in units of the full 0..255 range.
+
+    Squared, so it damps pixel noise (which L-BFGS leaves in flat regions) far more than
+    edges.
+    """
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return (dx.square().mean() + dy.square().mean()) / 255.0**2

@@ -1,0 +1,261 @@
+"""One render: content + styles + parameters in, a PIL image out, coarse to fine.
+
+Each scale of `shared.spec.plan_scales` optimises the image at that size, starting from
+the previous scale's result upsampled, so the expensive full-size scale only has to add
+detail to a picture whose composition is already settled.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams, Scale, plan_scales
+from worker.engine import color, losses
+from worker.engine.device import pick_device, prepare
+from worker.engine.images import fit_long_side, resize, to_pil, to_tensor
+from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
+from worker.engine.vgg import BGR_MEAN, LAYERS, VGG19, load_vgg
+
+
+@dataclass
+class RenderSpec:
+    """Everything one render needs. Images are decoded PIL images (see images.open_image)."""
+
+    content: Image.Image
+    styles: Sequence[Image.Image]
+    params: RenderParams = field(default_factory=RenderParams)
+    init_image: Image.Image | None = None
+
+
+@dataclass
+class ProgressEvent:
+    """Passed to `on_progress` after every iteration.
+
+    `loss` and `preview()` are computed only when read: a caller that looks at them now and
+    then costs the GPU nothing on the other iterations.
+    """
+
+    scale: int  # 0-based index of the current scale
+    scales: int
+    iteration: int  # iterations done in this scale, 1..iterations
+    iterations: int
+    width: int
+    height: int
+    elapsed: float  # seconds since render() began
+    fraction: float  # of the whole render, scales weighted by pixels x iterations
+    _loss: torch.Tensor = field(repr=False)
+    _preview: Callable[[int], Image.Image] = field(repr=False)
+
+    @property
+    def loss(self) -> float:
+        """The loss at the start of this iteration (reading it waits for the device)."""
+        return float(self._loss)
+
+    def preview(self, max_side: int = 256) -> Image.Image:
+        """The current image, colours as the output will have them, at most max_side."""
+        return self._preview(max_side)
+
+
+class Cancelled(Exception):
+    """Raised by render() when `on_progress` returned a truthy value; carries that event."""
+
+    def __init__(self, event: ProgressEvent) -> None:
+        super().__init__(f"cancelled at scale {event.scale + 1}/{event.scales}, "
+                         f"iteration {event.iteration}/{event.iterations}")
+        self.event = event
+
+
+ProgressCallback = Callable[[ProgressEvent], Any]
+
+
+def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
+           device: str | torch.device | None = None) -> Image.Image:
+    """Render `spec`. `on_progress(event)` runs after every iteration; if it returns
+    something truthy the render stops there and raises `Cancelled`."""
+    started = time.monotonic()
+    params = spec.params
+    dev = _device(device)
+    prepare(dev)
+    blend = style_blend(params.style_weights, len(spec.styles))
+    content, styles, init_image = _colour_inputs(spec)
+    finish = _finisher(params, spec.content)
+    plan = plan_scales(params, *spec.content.size)
+    layer_weights = style_layer_weights(params)
+    layers = frozenset(layer_weights) | {CONTENT_LAYER}
+    model = load_vgg(params.pooling, str(dev), max(layers, key=LAYERS.index))
+    generator = torch.Generator().manual_seed(
+        params.seed if params.seed is not None else random.getrandbits(63))
+
+    total_work = sum(s.width * s.height * s.iterations for s in plan)
+    work_done = 0
+    x: torch.Tensor | None = None
+    adam_state: AdamState | None = None
+    for scale in plan:
+        objective = _objective(model, params, scale, content, styles, blend, layer_weights, dev)
+        x = _start(x, scale, params, content, init_image, generator, dev)
+        optimizer = _optimizer(params, scale, adam_state)
+        for it in range(scale.iterations):
+            loss, grad = objective(x)
+            optimizer.step(x, grad)
+            if params.optimizer == "adam":
+                _clamp_(x)
+            if on_progress is not None:
+                work = work_done + scale.width * scale.height * (it + 1)
+                event = ProgressEvent(
+                    scale.index, len(plan), it + 1, scale.iterations, scale.width, scale.height,
+                    time.monotonic() - started, work / total_work, loss,
+                    _previewer(optimizer.output(x), finish))
+                if on_progress(event):
+                    raise Cancelled(event)
+        x = _clamp_(optimizer.output(x).clone())
+        if isinstance(optimizer, Adam):
+            adam_state = optimizer.state
+        work_done += scale.width * scale.height * scale.iterations
+    assert x is not None
+    return finish(x)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device is None:
+        from shared.settings import get_settings
+
+        device = get_settings().device
+    return pick_device(device)
+
+
+def style_blend(weights: Sequence[float] | None, n_styles: int) -> list[float]:
+    """Blend weights summing to 1; equal when not given."""
+    if n_styles < 1:
+        raise ValueError("at least one style image is needed")
+    if weights is None:
+        return [1.0 / n_styles] * n_styles
+    if len(weights) != n_styles:
+        raise ValueError(f"style_weights: {len(weights)} weights for {n_styles} style images")
+    total = sum(weights)
+    if total <= 0:
+        raise ValueError("style_weights: at least one weight must be positive")
+    return [w / total for w in weights]
+
+
+def style_layer_weights(params: RenderParams) -> dict[str, float]:
+    """Non-zero layer weights normalised to sum 1, so style_weight alone sets the balance."""
+    chosen = {k: v for k, v in params.style_layer_weights.items() if v > 0 and k in STYLE_LAYERS}
+    total = sum(chosen.values())
+    return {k: v / total for k, v in chosen.items()} if total > 0 else {}
+
+
+def _colour_inputs(spec: RenderSpec) -> tuple[Image.Image, list[Image.Image], Image.Image | None]:
+    mode = spec.params.preserve_color
+    if mode == "luminance":
+        return (color.to_luminance(spec.content),
+                [color.to_luminance(s, like=spec.content) for s in spec.styles],
+                None if spec.init_image is None else color.to_luminance(spec.init_image))
+    if mode == "histogram":
+        return spec.content, [color.match_color(s, spec.content) for s in spec.styles], spec.init_image
+    return spec.content, list(spec.styles), spec.init_image
+
+
+def _finisher(params: RenderParams, content: Image.Image) -> Callable[[torch.Tensor], Image.Image]:
+    if params.preserve_color == "luminance":
+        return lambda x: color.recombine_luminance(to_pil(x), content)
+    return to_pil
+
+
+def _previewer(x: torch.Tensor, finish: Callable[[torch.Tensor], Image.Image]
+               ) -> Callable[[int], Image.Image]:
+    def preview(max_side: int) -> Image.Image:
+        height, width = x.shape[-2:]
+        if max(width, height) > max_side:
+            width, height = fit_long_side(width, height, max_side)
+            return finish(F.interpolate(x, size=(height, width), mode="area"))
+        return finish(x)
+
+    return preview
+
+
+# ------------------------------------------------------------------------ per scale
+
+
+def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
+               styles: Sequence[Image.Image], blend: Sequence[float],
+               layer_weights: dict[str, float], device: torch.device
+               ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The loss at this scale as a function of the image, its targets computed once here."""
+    make_target, style_distance = (
+        (losses.gram_target, losses.gram_loss) if params.style_loss == "gram"
+        else (losses.gaussian_target, losses.wasserstein_loss))
+    with torch.no_grad():
+        content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
+        content_target = losses.content_target(model(content_x, {CONTENT_LAYER})[CONTENT_LAYER])
+        style_targets = []
+        long_side = max(1, round(max(scale.width, scale.height) * params.style_scale))
+        for style in styles:
+            style_x = to_tensor(resize(style, fit_long_side(*style.size, long_side)), device)
+            features = model(style_x, frozenset(layer_weights))
+            style_targets.append({k: make_target(losses.moments(f)) for k, f in features.items()})
+    layers = frozenset(layer_weights) | {CONTENT_LAYER}
+
+    def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x.requires_grad_(True)
+        features = model(x, layers)
+        loss = params.content_weight * losses.content_loss(features[CONTENT_LAYER], content_target)
+        stats = {k: losses.moments(features[k]) for k in layer_weights}
+        for weight, targets in zip(blend, style_targets, strict=True):
+            for k, layer_weight in layer_weights.items():
+                loss = loss + (params.style_weight * weight * layer_weight
+                               * style_distance(stats[k], targets[k]))
+        if params.tv_weight:
+            loss = loss + params.tv_weight * losses.tv_loss(x)
+        (grad,) = torch.autograd.grad(loss, x)
+        x.requires_grad_(False)
+        return loss.detach(), grad
+
+    return objective
+
+
+def _start(previous: torch.Tensor | None, scale: Scale, params: RenderParams,
+           content: Image.Image, init_image: Image.Image | None,
+           generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The image a scale starts from: the last scale's upsampled, or the chosen init."""
+    size = (scale.width, scale.height)
+    if previous is not None:
+        x = F.interpolate(previous, size=(scale.height, scale.width), mode="bicubic",
+                          align_corners=False)
+    elif params.init == "content":
+        x = to_tensor(resize(content, size), device)
+    elif params.init == "image":
+        if init_image is None:
+            raise ValueError("init: 'image' needs an init image")
+        x = to_tensor(resize(init_image, size), device)
+    else:
+        # Mid-grey plus noise, made on the CPU so a seed gives the same start on any device.
+        noise = torch.randn((1, 3, scale.height, scale.width), generator=generator) * 48 + 128
+        x = (noise - torch.tensor(BGR_MEAN).view(1, 3, 1, 1)).to(device)
+    return _clamp_(x.contiguous())
+
+
+def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None) -> LBFGS | Adam:
+    if params.optimizer == "lbfgs":
+        return LBFGS(history_size=params.lbfgs_history)
+    state = None if adam_state is None else resize_adam_state(adam_state, (scale.height, scale.width))
+    return Adam(lr=params.learning_rate, ema_decay=params.ema_decay, state=state)
+
+
+def _clamp_(x: torch.Tensor) -> torch.Tensor:
+    """Keep pixels displayable (0..255 before the mean is taken off)."""
+    mean = torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1)
+    x.data.copy_(torch.clamp(x.data, -mean, 255 - mean))
+    return x

