@@ -1,0 +1,102 @@
+"""The one place the task layer meets the engine's API (worker.engine.render).
+
+Loads a job's images from storage (decoded images cached per process, keyed by
+sha256: a batch that reuses a few styles over many contents decodes each style
+once), builds the engine's `RenderSpec`, and maps its progress events to ours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from shared.spec import RenderParams
+from worker.engine.images import ImageError, open_image
+
+if TYPE_CHECKING:
+    from worker.jobrun import JobInputs
+    from worker.runtime import Runtime
+
+__all__ = ["ImageError", "Progress", "is_out_of_memory", "memory_kind", "render"]
+
+_DECODED_CACHE_SIZE = 16
+
+
+@dataclass
+class Progress:
+    """What the task records from one engine iteration."""
+
+    progress: float
+    scale: int
+    scale_count: int
+    iteration: int
+    # Reading the loss or a preview waits for the device: callables, called only when recorded.
+    loss: Callable[[], float]
+    preview: Callable[[], Image.Image] | None
+
+
+class DecodedImages:
+    """Recently used input images, decoded; inputs are immutable (content-addressed)."""
+
+    def __init__(self, size: int = _DECODED_CACHE_SIZE) -> None:
+        self.size = size
+        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+
+    def get(self, runtime: Runtime, sha: str, role: str) -> Image.Image:
+        image = self._images.get(sha)
+        if image is None:
+            path = runtime.storage.image_path(sha)
+            if not path.is_file():
+                raise ImageError(f"{role} image {sha[:12]}… is missing from storage; upload it "
+                                 "again and retry the job")
+            try:
+                image = open_image(path, runtime.settings.max_input_pixels)
+            except ImageError as exc:
+                raise ImageError(f"{role} image {sha[:12]}… could not be decoded: "
+                                 f"{str(exc).split(': ', 1)[-1]}") from exc
+            self._images[sha] = image
+            while len(self._images) > self.size:
+                self._images.popitem(last=False)
+        self._images.move_to_end(sha)
+        return image
+
+
+_decoded = DecodedImages()
+
+
+def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
+           on_progress: Callable[[Progress], Any]) -> Image.Image:
+    """Run the engine for a job; `on_progress` may raise to stop it within the iteration."""
+    from worker.engine.render import RenderSpec
+    from worker.engine.render import render as engine_render
+
+    content = _decoded.get(runtime, inputs.content, "content")
+    styles = [_decoded.get(runtime, sha, "style") for sha, _ in inputs.styles]
+    init = _decoded.get(runtime, inputs.init, "init") if inputs.init else None
+    weights = [weight for _, weight in inputs.styles]
+    if params.style_weights is None and any(w != 1.0 for w in weights):
+        params = dataclasses.replace(params, style_weights=tuple(weights))
+    spec = RenderSpec(content=content, styles=styles, params=params, init_image=init)
+
+    def forward(event: Any) -> None:
+        on_progress(Progress(
+            progress=event.fraction, scale=event.scale, scale_count=event.scales,
+            iteration=event.iteration, loss=lambda: event.loss, preview=event.preview))
+
+    return engine_render(spec, on_progress=forward, device=runtime.device)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def memory_kind(runtime: Runtime) -> str:
+    return "GPU" if getattr(runtime.device, "type", "cpu") == "cuda" else "host"

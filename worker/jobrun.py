@@ -1,0 +1,172 @@
+"""Running one claimed job: load its inputs, call the engine, record what happened.
+
+The task that calls this has already claimed the job (a guarded UPDATE), so this
+process owns it until it finishes, or until its heartbeat goes stale and another
+worker takes over; every write below is guarded by that ownership, so a worker
+that lost the job writes nothing that counts (its result file, written atomically
+to the same path, is byte-for-byte the other worker's job anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from marshmallow import ValidationError
+
+from shared import transitions
+from shared.db import session_scope
+from shared.models import Job
+from shared.spec import RenderParams
+from shared.storage import atomic_write
+from worker import engine_adapter
+from worker.runtime import Heartbeat, Runtime
+
+log = logging.getLogger(__name__)
+PREVIEW_INTERVAL_S = 5.0
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    LOST = "lost"  # another worker owns the job now: nothing was written
+
+
+class Stop(Exception):
+    """Raised from the progress callback to end the render within the current iteration."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+@dataclass
+class JobInputs:
+    """What the engine needs, read from the job's row (so the session can close)."""
+
+    job_id: str
+    content: str
+    styles: list[tuple[str, float]]
+    init: str | None
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> JobInputs:
+        return cls(job.id, job.content_image_id,
+                   [(s["image"], float(s.get("weight", 1.0))) for s in job.styles],
+                   job.init_image_id, dict(job.params))
+
+
+class Reporter:
+    """The engine's progress callback: throttled progress records, previews, stop checks."""
+
+    def __init__(self, runtime: Runtime, job_id: str, heartbeat: Heartbeat) -> None:
+        self.runtime = runtime
+        self.job_id = job_id
+        self.heartbeat = heartbeat
+        self._last_record = 0.0
+        self._last_preview = time.monotonic()
+
+    def __call__(self, event: engine_adapter.Progress) -> None:
+        self.check()
+        now = time.monotonic()
+        if now - self._last_record < self.runtime.settings.progress_interval:
+            return
+        self._last_record = now
+        preview = None
+        if now - self._last_preview >= PREVIEW_INTERVAL_S and event.preview is not None:
+            self._last_preview = now
+            preview = self._save_preview(event)
+        with session_scope(self.runtime.db) as session:
+            status = transitions.record_progress(
+                session, self.job_id, self.runtime.name, progress=event.progress,
+                scale=event.scale, scale_count=event.scale_count, iteration=event.iteration,
+                loss=_finite(event.loss()), preview_path=preview,
+            )
+        self.heartbeat.observe(status)
+        self.check()
+
+    def check(self) -> None:
+        if self.heartbeat.lost.is_set():
+            raise Stop(Outcome.LOST)
+        if self.heartbeat.canceled.is_set():
+            raise Stop(Outcome.CANCELED)
+
+    def _save_preview(self, event: engine_adapter.Progress) -> str | None:
+        try:
+            image = event.preview()
+            image.thumbnail((512, 512))
+            path = self.runtime.storage.preview_path(self.job_id)
+            atomic_write(path, lambda handle: image.save(handle, "JPEG", quality=85))
+            return self.runtime.storage.relative(path)
+        except Exception:  # a preview is a nicety; never fail a job over one
+            log.warning("preview for job %s failed", self.job_id, exc_info=True)
+            return None
+
+
+def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
+    """Render a claimed job and record the outcome; returns what was recorded."""
+    heartbeat = Heartbeat(runtime, inputs.job_id)
+    reporter = Reporter(runtime, inputs.job_id, heartbeat)
+    try:
+        with heartbeat.running():
+            image = render(runtime, inputs, reporter)
+            reporter.check()
+    except Stop as stop:
+        if stop.outcome is Outcome.CANCELED:
+            with session_scope(runtime.db) as session:
+                transitions.finish_canceled(session, inputs.job_id, runtime.name)
+        log.info("job %s stopped: %s", inputs.job_id, stop.outcome)
+        return stop.outcome
+    except Exception as exc:
+        message = user_message(exc, inputs, runtime)
+        log.exception("job %s failed: %s", inputs.job_id, message)
+        with session_scope(runtime.db) as session:
+            done = transitions.fail(session, inputs.job_id, runtime.name, message)
+        return Outcome.FAILED if done else Outcome.LOST
+    path = runtime.storage.result_path(inputs.job_id, "png")
+    atomic_write(path, lambda handle: image.save(handle, "PNG"))
+    with session_scope(runtime.db) as session:
+        done = transitions.succeed(
+            session, inputs.job_id, runtime.name, runtime.storage.relative(path))
+    return Outcome.SUCCEEDED if done else Outcome.LOST
+
+
+def render(runtime: Runtime, inputs: JobInputs, reporter: Reporter) -> Any:
+    params = RenderParams.from_dict(inputs.params)
+    return engine_adapter.render(runtime, inputs, params, reporter)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def user_message(exc: BaseException, inputs: JobInputs, runtime: Runtime) -> str:
+    """A failure as something the user can act on; the traceback goes to the log."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, engine_adapter.ImageError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return f"invalid render parameters: {exc.messages}"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (f"the render took longer than the limit of {runtime.settings.job_soft_time_limit}"
+                " s; try a smaller size or fewer iterations")
+    if engine_adapter.is_out_of_memory(exc):
+        where = ""
+        try:
+            params = RenderParams.from_dict(inputs.params)
+            if params.width and params.height:
+                where = f" at {params.width}×{params.height}"
+            else:
+                where = f" at {params.size} px on the long side"
+        except ValidationError:
+            pass
+        return f"out of {engine_adapter.memory_kind(runtime)} memory{where}; try a smaller size"
+    return f"the render failed ({type(exc).__name__}: {exc}); retry it, or report the job id"
+

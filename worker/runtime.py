@@ -1,0 +1,138 @@
+"""Per-process state of a render worker: device, model, database engine, name.
+
+Celery's prefork pool forks children from a parent that must never have touched
+CUDA (a CUDA context does not survive fork), so everything GPU-related happens in
+`init_process`, connected to `worker_process_init`, i.e. in the child that runs
+jobs. A farm runs one worker process per GPU (`CUDA_VISIBLE_DEVICES` set by
+`stylefarm worker --gpus`), so inside a process the device is simply "the GPU".
+
+The VGG-19 model is loaded once per process (the engine's `load_vgg` cache) and
+warmed here, so the first job does not pay for it and "submit to start" stays short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Engine
+
+from shared import transitions
+from shared.db import engine_for, session_scope
+from shared.models import Status
+from shared.settings import Settings, get_settings
+from shared.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What one worker process keeps between jobs."""
+
+    settings: Settings = field(default_factory=get_settings)
+
+    @cached_property
+    def name(self) -> str:
+        """Who owns a claimed job: unique per process, so a restarted child is a new owner."""
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    @cached_property
+    def db(self) -> Engine:
+        return engine_for(self.settings.effective_database_url)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings.data_dir)
+
+    @cached_property
+    def device(self) -> Any:
+        """The torch device; first touched in the child (after fork), never in the parent."""
+        from worker.engine.device import pick_device, prepare
+
+        device = pick_device(self.settings.device)
+        prepare(device)
+        return device
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """A third of the lease: two missed beats still leave the job ours."""
+        return max(0.2, self.settings.lease_seconds / 3)
+
+    def warm(self) -> None:
+        """Pick the device and load the model now, not inside the first job."""
+        from worker.engine.vgg import load_vgg
+
+        load_vgg("max", str(self.device))
+
+
+_runtime: Runtime | None = None
+
+
+def current() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+def init_process(**_: object) -> None:
+    """worker_process_init: a fresh runtime in the child, pools not shared with the parent."""
+    global _runtime
+    engine_for.cache_clear()  # connections opened before fork belong to the parent
+    _runtime = Runtime()
+    try:
+        _runtime.warm()
+    except Exception:  # a missing model shows up in the job's error, with context
+        log.exception("could not warm the engine")
+
+
+class Heartbeat:
+    """Beats for a running job on a thread, and tells the job when to stop.
+
+    Progress records beat too, but one iteration at 4K can take longer than the
+    lease; this thread keeps a long iteration from looking like a dead worker.
+    `canceled` / `lost` are checked by the progress callback every iteration.
+    """
+
+    def __init__(self, runtime: Runtime, job_id: str) -> None:
+        self.runtime = runtime
+        self.job_id = job_id
+        self.canceled = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def observe(self, status: Status | None) -> None:
+        """Take note of a status read by a beat or a progress record."""
+        if status is None:
+            self.lost.set()
+        elif status == Status.CANCEL_REQUESTED:
+            self.canceled.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.runtime.heartbeat_interval):
+            try:
+                with session_scope(self.runtime.db) as session:
+                    status = transitions.heartbeat(session, self.job_id, self.runtime.name)
+                self.observe(status)
+            except Exception:  # a database hiccup: the next beat tries again
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+            if self.lost.is_set():
+                return
+
+    @contextmanager
+    def running(self) -> Iterator[Heartbeat]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=5)

@@ -1,0 +1,82 @@
+"""The Celery tasks: thin on purpose. Claim the job, call the engine, record the outcome.
+
+Start a worker with `stylefarm worker` (or `celery -A worker.tasks worker -Q ...`).
+
+Idempotency (Celery's "Tasks" guide: with `acks_late`, a task may run more than
+once) comes from the database, not the broker: `transitions.claim` is a guarded
+UPDATE, so of two deliveries of one job exactly one runs it; a delivery of a
+finished (or canceled) job is acknowledged and dropped; a delivery while another
+live worker runs the job (BUSY) is retried a lease later, so if that worker then
+dies, this message is what finishes the job.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.signals import worker_process_init
+
+from shared import transitions
+from shared.db import session_scope
+from shared.models import Job
+from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhook, get_app
+from shared.transitions import Claim
+from worker import jobrun, runtime, webhooks
+
+log = logging.getLogger(__name__)
+app = get_app()
+worker_process_init.connect(runtime.init_process, weak=False)
+
+
+@app.task(name=RENDER_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def render(self: Task, job_id: str) -> str:
+    """Run job `job_id` if it still needs running; returns what happened (for the log)."""
+    rt = runtime.current()
+    settings = rt.settings
+    with session_scope(rt.db) as session:
+        claim = transitions.claim(session, job_id, rt.name,
+                                  lease_seconds=settings.lease_seconds,
+                                  max_attempts=settings.max_attempts)
+        inputs = jobrun.JobInputs.of(session.get(Job, job_id)) if claim.outcome == Claim.RUN \
+            else None
+    if claim.outcome == Claim.BUSY:
+        # Another worker holds the job; look again once its lease could have run out.
+        raise self.retry(countdown=settings.lease_seconds, max_retries=None)
+    if inputs is None:
+        log.info("job %s: %s, nothing to do", job_id, claim.outcome)
+        if claim.outcome == Claim.SKIP:
+            notify(rt, job_id)  # a job failed here for too many attempts still announces it
+        return str(claim.outcome)
+    log.info("job %s: attempt %d on %s", job_id, claim.attempt, rt.name)
+    outcome = jobrun.run(rt, inputs)
+    if outcome is not jobrun.Outcome.LOST:
+        notify(rt, job_id)
+    return str(outcome)
+
+
+def notify(rt: runtime.Runtime, job_id: str) -> None:
+    """Queue the webhooks a finished job owes; a broker hiccup must not fail the job."""
+    try:
+        with session_scope(rt.db) as session:
+            pending = webhooks.webhooks_for(session, job_id, rt.settings)
+        for url, payload in pending:
+            enqueue_webhook(payload, url, app=app)
+    except Exception:
+        log.exception("could not queue webhooks for job %s", job_id)
+
+
+@app.task(name=WEBHOOK_TASK, bind=True, acks_late=True, ignore_result=True)
+def deliver_webhook(self: Task, url: str, payload: dict) -> None:
+    """POST a payload; on failure retry with exponential backoff (base · 2^n seconds)."""
+    settings = runtime.current().settings
+    try:
+        webhooks.post(url, payload)
+    except Exception as exc:
+        if self.request.retries >= settings.webhook_max_retries:
+            log.error("webhook %s to %s given up: %s", payload.get("delivery_id"), url, exc)
+            return
+        delay = settings.webhook_backoff * 2 ** self.request.retries
+        log.warning("webhook %s to %s failed (%s); retry in %.1f s",
+                    payload.get("delivery_id"), url, exc, delay)
+        raise self.retry(countdown=delay, max_retries=settings.webhook_max_retries) from exc
