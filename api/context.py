@@ -1,0 +1,79 @@
+"""What a request needs from the app: settings, the database session, storage, the queue.
+
+Held in `app.extensions["stylefarm"]` so that two apps with different settings
+(tests make one per database) never share state through module globals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, g
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import Settings
+from shared.storage import Storage
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+@dataclass
+class State:
+    settings: Settings
+    engine: Engine
+    storage: Storage
+    sessions: sessionmaker[Session]
+    _celery: Any = None
+    _lock: Lock = field(default_factory=Lock)
+
+    def celery(self) -> Celery:
+        """The queue's Celery app for these settings, made on first use (importing Celery
+        costs a few hundred ms that `GET /healthz` and the tests of reads need not pay)."""
+        with self._lock:
+            if self._celery is None:
+                from shared.queue import make_celery
+
+                self._celery = make_celery(self.settings)
+            return self._celery
+
+
+def state() -> State:
+    return current_app.extensions["stylefarm"]
+
+
+def settings() -> Settings:
+    return state().settings
+
+
+def storage() -> Storage:
+    return state().storage
+
+
+def db() -> Session:
+    """This request's session (closed when the request ends)."""
+    if "db" not in g:
+        g.db = state().sessions()
+    return g.db
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def enqueue(items: Sequence[tuple[str, int]]) -> None:
+    """Put committed jobs on the queue: one message per (job id, priority)."""
+    from shared.queue import enqueue_jobs
+
+    enqueue_jobs(items, app=state().celery())
+
+
+def owner() -> str:
+    """Who is asking (see api.auth): "" when the API runs without keys."""
+    return g.get("owner", "")

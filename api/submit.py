@@ -1,0 +1,113 @@
+"""From validated JobCreate dicts to committed job rows: the checks that need the database.
+
+Built for big batches: each distinct image id is looked up once (in chunks), each
+distinct (content size, params) pair is checked against the output limit once, each
+distinct RenderParams is turned into a dict once, and the rows go in with one bulk
+INSERT (executemany), never one ORM object at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from shared.models import Image, Job, Status, new_id
+from shared.spec import RenderParams, output_size
+
+_CHUNK = 1000
+_MAX_REPORTED = 20
+
+
+def image_sizes(session: Session, ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) of each image that exists, looked up once per distinct id."""
+    wanted = sorted(set(ids))
+    found: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start:start + _CHUNK]
+        for image_id, width, height in session.execute(
+                select(Image.id, Image.width, Image.height).where(Image.id.in_(chunk))):
+            found[image_id] = (width, height)
+    return found
+
+
+def _image_refs(job: dict[str, Any], path: str) -> Iterable[tuple[str, str]]:
+    """(field path, image id) of every image a job names."""
+    yield f"{path}content", job["content"]
+    for n, style in enumerate(job["styles"]):
+        yield f"{path}styles.{n}.image", style["image"]
+    if job.get("init_image"):
+        yield f"{path}init_image", job["init_image"]
+
+
+def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixels: int,
+               paths: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
+    """Raise a 422 naming the fields whose images are unknown or whose output is too large.
+
+    `paths[i]` prefixes field names of job i ("jobs.3."); None names the fields of a
+    single job. Returns the sizes of the images, for the caller's use.
+    """
+    prefixes = paths if paths is not None else [""] * len(jobs)
+    ids = {image for job in jobs for _, image in _image_refs(job, "")}
+    sizes = image_sizes(session, ids)
+    fields: dict[str, list[str]] = {}
+    if len(sizes) < len(ids):
+        reported: set[str] = set()
+        for job, prefix in zip(jobs, prefixes, strict=True):
+            for path, image in _image_refs(job, prefix):
+                if image not in sizes and image not in reported and len(fields) < _MAX_REPORTED:
+                    reported.add(image)
+                    fields[path] = [f"no image with id {image}: upload it with POST /v1/images"]
+        raise ApiError(422, "unknown image id", fields)
+    checked: dict[tuple[int, int, int], tuple[int, int]] = {}
+    for job, prefix in zip(jobs, prefixes, strict=True):
+        params: RenderParams = job["params"]
+        content = sizes[job["content"]]
+        key = (*content, id(params))
+        if key not in checked:
+            checked[key] = output_size(params, *content)
+            width, height = checked[key]
+            if width * height > max_output_pixels:
+                name = "params.width" if params.width is not None else "params.size"
+                fields[f"{prefix}{name}"] = [
+                    f"output would be {width}x{height} = {width * height} pixels, over the "
+                    f"limit of {max_output_pixels}"]
+                if len(fields) >= _MAX_REPORTED:
+                    break
+    if fields:
+        raise ApiError(422, "the output is too large", fields)
+    return sizes
+
+
+def insert_jobs(session: Session, jobs: Sequence[dict[str, Any]], *, owner: str,
+                batch_id: str | None, created_at: datetime) -> list[tuple[str, int]]:
+    """Insert the jobs with one executemany; returns (job id, priority) for enqueueing."""
+    params_dicts: dict[int, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        params: RenderParams = job["params"]
+        as_dict = params_dicts.get(id(params))
+        if as_dict is None:
+            as_dict = params_dicts[id(params)] = params.to_dict()
+        rows.append({
+            "id": new_id(),
+            "batch_id": batch_id,
+            "owner": owner,
+            "content_image_id": job["content"],
+            "styles": job["styles"],
+            "init_image_id": job.get("init_image"),
+            "params": as_dict,
+            "priority": job["priority"],
+            "webhook_url": job.get("webhook_url"),
+            "status": Status.QUEUED.value,
+            "progress": 0.0,
+            "created_at": created_at,
+            "attempts": 0,
+        })
+    if rows:
+        session.execute(insert(Job.__table__), rows)
+    return [(row["id"], row["priority"]) for row in rows]
