@@ -100,16 +100,16 @@ class Batches(MethodView):
         counts = {s.value: 0 for s in Status}
         counts[Status.QUEUED.value] = len(items)
         base = f"/v1/batches/{batch_id}"
-        body = BatchOutSchema().dump({
+        view = {
             "id": batch_id, "name": data["name"], "created_at": now,
             "webhook_url": data["webhook_url"], "job_count": len(items), "counts": counts,
             "finished": False, "progress": 0.0, "eta_seconds": None,
             "links": {"self": base, "jobs": f"/v1/jobs?batch={batch_id}",
-                      "cancel": f"{base}/cancel"}})
+                      "cancel": f"{base}/cancel"}}
         headers = {"Location": base}
-        idempotency.commit(session, 202, body, headers)
+        idempotency.commit(session, 202, BatchOutSchema().dump(view), headers)
         enqueue_or_fail(items)
-        return body, 202, headers
+        return view, 202, headers
 
 
 def _pair_fields(fields: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -155,6 +155,6 @@ class BatchCancel(MethodView):
         changed = 0
         for start in range(0, len(active), 5000):
             changed += transitions.request_cancel(session, list(active[start:start + 5000]))
-        body = CancelOutSchema().dump({"changed": changed, "batch": batch_view(batch)})
-        idempotency.commit(session, 200, body)
-        return body
+        view = {"changed": changed, "batch": batch_view(batch)}
+        idempotency.commit(session, 200, CancelOutSchema().dump(view))
+        return view

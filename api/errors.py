@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from marshmallow import Schema
 from marshmallow import fields as mf
 from werkzeug.exceptions import HTTPException
@@ -85,7 +85,8 @@ def handle_http_exception(error: HTTPException) -> Response:
         if status == 400 and fields:
             status = 422
     if status == 413:
-        message = "the request body is too large"
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"the request body is over the limit of {limit} bytes"
     # Keep headers that mean something (Allow on a 405, WWW-Authenticate...), not its HTML type.
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     headers.update(data.get("headers") or {})

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from flask import send_file
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 from sqlalchemy import and_, or_, select, update
 
 from api import idempotency
@@ -71,13 +72,13 @@ class Jobs(MethodView):
         [(job_id, priority)] = insert_jobs(session, [job], owner=owner(), batch_id=None,
                                            created_at=utcnow())
         session.flush()
-        body = JobOutSchema().dump(job_view(session.get(Job, job_id)))
+        view = job_view(session.get(Job, job_id))
         headers = {"Location": f"/v1/jobs/{job_id}"}
-        idempotency.commit(session, 202, body, headers)
+        idempotency.commit(session, 202, JobOutSchema().dump(view), headers)
         enqueue_or_fail([(job_id, priority)])
-        return body, 202, headers
+        return view, 202, headers
 
-    @blp.arguments(JobListArgsSchema, location="query")
+    @blp.arguments(JobListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, JobPageSchema)
     @blp.alt_response(422, description="invalid status, limit or cursor")
     def get(self, args: dict[str, Any]) -> Any:
@@ -149,9 +150,9 @@ class JobCancel(MethodView):
         if job.status in (Status.SUCCEEDED.value, Status.FAILED.value):
             # A worker finished it between our read and our UPDATE.
             raise ApiError(409, f"the job has {_past(job.status)} already: nothing to cancel")
-        body = JobOutSchema().dump(job_view(job))
-        idempotency.commit(session, 200, body)
-        return body
+        view = job_view(job)
+        idempotency.commit(session, 200, JobOutSchema().dump(view))
+        return view
 
 
 def _past(status: str) -> str:
@@ -174,11 +175,11 @@ class JobRetry(MethodView):
             raise ApiError(409, f"only failed or canceled jobs can be retried; this one is "
                                 f"{job.status}")
         session.refresh(job)
-        body = JobOutSchema().dump(job_view(job))
+        view = job_view(job)
         headers = {"Location": f"/v1/jobs/{job.id}"}
-        idempotency.commit(session, 202, body, headers)
+        idempotency.commit(session, 202, JobOutSchema().dump(view), headers)
         enqueue_or_fail([(job.id, job.priority)])
-        return body, 202, headers
+        return view, 202, headers
 
 
 @blp.route("/<job_id>/result")
