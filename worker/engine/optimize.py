@@ -110,8 +110,9 @@ class Adam:
     average is smoother and nearer the minimum than any one of them.
     """
 
-    def __init__(self, lr: float = 4.0, ema_decay: float = 0.9, betas: tuple[float, float] = (0.9, 0.99),
-                 eps: float = 1e-8, state: AdamState | None = None) -> None:
+    def __init__(self, lr: float = 4.0, ema_decay: float = 0.9,
+                 betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
+                 state: AdamState | None = None) -> None:
         self.lr, self.ema_decay, self.betas, self.eps = lr, ema_decay, betas, eps
         self.state = state or AdamState()
 

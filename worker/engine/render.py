@@ -164,7 +164,8 @@ def _colour_inputs(spec: RenderSpec) -> tuple[Image.Image, list[Image.Image], Im
                 [color.to_luminance(s, like=spec.content) for s in spec.styles],
                 None if spec.init_image is None else color.to_luminance(spec.init_image))
     if mode == "histogram":
-        return spec.content, [color.match_color(s, spec.content) for s in spec.styles], spec.init_image
+        styles = [color.match_color(s, spec.content) for s in spec.styles]
+        return spec.content, styles, spec.init_image
     return spec.content, list(spec.styles), spec.init_image
 
 
@@ -250,7 +251,8 @@ def _start(previous: torch.Tensor | None, scale: Scale, params: RenderParams,
 def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None) -> LBFGS | Adam:
     if params.optimizer == "lbfgs":
         return LBFGS(history_size=params.lbfgs_history)
-    state = None if adam_state is None else resize_adam_state(adam_state, (scale.height, scale.width))
+    size = (scale.height, scale.width)
+    state = None if adam_state is None else resize_adam_state(adam_state, size)
     return Adam(lr=params.learning_rate, ema_decay=params.ema_decay, state=state)
 
 

@@ -61,7 +61,8 @@ class VGG19(nn.Module):
             conv.weight.copy_(table[indices.long()])
             conv.bias.copy_(state[f"{name}_b"])
 
-    def forward(self, x: torch.Tensor, layers: set[str] | frozenset[str]) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: set[str] | frozenset[str]
+                ) -> dict[str, torch.Tensor]:
         """Features of the named layers, computed no further than the deepest one asked for."""
         out: dict[str, torch.Tensor] = {}
         convs = iter(self.convs.values())
