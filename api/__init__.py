@@ -54,7 +54,6 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         OPENAPI_REDOC_PATH="redoc",
         OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine_for(url)

@@ -189,3 +189,19 @@ def test_preview(app: Flask, client: FlaskClient, images: list[str]) -> None:
     reply = client.get(f"/v1/jobs/{job_id}/preview")
     assert reply.status_code == 200 and reply.data == data and reply.mimetype == "image/jpeg"
     assert reply.headers["Cache-Control"] == "no-cache"
+
+
+def test_broker_down_fails_the_jobs_with_503(client: FlaskClient, images: list[str],
+                                             monkeypatch: Any) -> None:
+    def unreachable(_items: Any) -> None:
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr("api.jobs.enqueue", unreachable)
+    reply = submit(client, images[0], images[1])
+    assert reply.status_code == 503 and reply.headers["Retry-After"]
+    [job] = client.get("/v1/jobs").json["items"]
+    assert job["status"] == "failed" and "redis is down" in job["error"]
+    assert job["links"]["retry"]
+    reply = client.post("/v1/batches", json={"contents": images[:2], "styles": images[2:3]})
+    assert reply.status_code == 503
+    assert len(client.get("/v1/jobs?status=failed").json["items"]) == 3
