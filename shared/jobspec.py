@@ -40,6 +40,11 @@ DEFAULT_MAX_BATCH_JOBS = 10_000
 _max_batch_jobs: ContextVar[int] = ContextVar("max_batch_jobs", default=DEFAULT_MAX_BATCH_JOBS)
 
 
+def set_batch_limit(max_jobs: int) -> None:
+    """Set the batch limit for what follows in this context (the API: once per request)."""
+    _max_batch_jobs.set(max_jobs)
+
+
 @contextmanager
 def batch_limit(max_jobs: int) -> Iterator[None]:
     """Load BatchCreateSchema with a batch limit other than the default."""
