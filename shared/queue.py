@@ -66,12 +66,18 @@ def worker_queues(settings: Settings | None = None) -> list[str]:
     return [queue_name(WEBHOOK_LEVEL, settings), *render_queues(settings)]
 
 
+def time_limits(settings: Settings) -> tuple[int, int]:
+    """(soft, hard) seconds for a job: as configured, but below the visibility timeout,
+    so a job is killed before its message could be handed to a second worker."""
+    hard = min(settings.job_hard_time_limit, settings.effective_visibility_timeout - 1)
+    return min(settings.job_soft_time_limit, hard - 1), hard
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     """A configured Celery app for `settings` (the environment's by default)."""
     settings = settings or get_settings()
     visibility = settings.effective_visibility_timeout
-    hard = min(settings.job_hard_time_limit, visibility - 1)
-    soft = min(settings.job_soft_time_limit, hard - 1)
+    soft, hard = time_limits(settings)
     app = Celery("stylefarm", broker=settings.effective_redis_url, set_as_current=False)
     queues = worker_queues(settings)
     app.conf.update(

@@ -155,7 +155,9 @@ def user_message(exc: BaseException, inputs: JobInputs, runtime: Runtime) -> str
     if isinstance(exc, ValidationError):
         return f"invalid render parameters: {exc.messages}"
     if isinstance(exc, SoftTimeLimitExceeded):
-        return (f"the render took longer than the limit of {runtime.settings.job_soft_time_limit}"
+        from shared.queue import time_limits
+
+        return (f"the render took longer than the limit of {time_limits(runtime.settings)[0]}"
                 " s; try a smaller size or fewer iterations")
     if engine_adapter.is_out_of_memory(exc):
         where = ""
