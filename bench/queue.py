@@ -14,7 +14,17 @@ API under gunicorn (`stylefarm api`), and one worker (`stylefarm worker`, CPU). 
    goal <= 100 ms).
 """
 
+# ruff: noqa: E402 - the path fix below must run before the imports
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory comes first on sys.path, and this file's name
+# would shadow the standard library's `queue` (which redis imports). Use the repo root.
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0] or ".").resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 
 import argparse
 import io
@@ -23,20 +33,15 @@ import multiprocessing
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cli.services import free_port, redis_answers, redis_server_binary  # noqa: E402
+from cli.services import free_port, redis_answers, redis_server_binary
 
 TINY = {"size": 16, "min_size": 16, "iterations": [1]}
 

@@ -147,8 +147,6 @@ class LocalStack:
             self.prepare_database()
             self.start_services()
             yield self
-        except (KeyboardInterrupt, Stopped):
-            pass
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.stop()

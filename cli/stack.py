@@ -136,13 +136,16 @@ def up_command(parser: argparse.ArgumentParser):
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from cli.services import LocalStack
+    from cli.services import LocalStack, Stopped
 
     stack = LocalStack(args.data_dir.expanduser().resolve(), args.host, args.port, args.gpus)
-    with stack.running():
-        print(f"stylefarm: API on {stack.api_url}, broker {stack.redis_url}, "
-              f"data in {stack.data_dir}; Ctrl-C stops", file=sys.stderr, flush=True)
-        return stack.wait()
+    try:
+        with stack.running():
+            print(f"stylefarm: API on {stack.api_url}, broker {stack.redis_url}, "
+                  f"data in {stack.data_dir}; Ctrl-C stops", file=sys.stderr, flush=True)
+            return stack.wait()
+    except (KeyboardInterrupt, Stopped):  # while starting: everything started is stopped
+        return 0
 
 
 # ------------------------------------------------------------------------- processes
