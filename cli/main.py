@@ -18,7 +18,7 @@ PROG = "stylefarm"
 # name -> "module:function(parser) -> runner(args) -> exit status". Add new commands here.
 COMMANDS: dict[str, str] = {
     "render": "cli.render:render_command",
-    "demo": "cli.render:demo_command",
+    "demo": "cli.demo:demo_command",
     "api": "cli.stack:api_command",
     "worker": "cli.stack:worker_command",
     "up": "cli.stack:up_command",
