@@ -56,6 +56,7 @@ def run_through_stack(args: argparse.Namespace) -> int:
         env["STYLEFARM_DEVICE"] = args.device
     log = data_dir / "up.log"
     data_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the stack is stopped below
     stack = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--data-dir", str(data_dir), "--port", str(port)],
         env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -86,6 +87,10 @@ def run_through_stack(args: argparse.Namespace) -> int:
             stack.kill()
         if args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_for_api(api: Api, stack: subprocess.Popen, log: Path) -> None:
