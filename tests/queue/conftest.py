@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
-VISIBILITY_S = 25
+VISIBILITY_S = 18
 TEST_ENV = {
     "STYLEFARM_DEVICE": "cpu",
     "STYLEFARM_LEASE_SECONDS": str(LEASE_S),
