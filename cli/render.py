@@ -22,7 +22,7 @@ from shared.spec import RenderParams, output_size
 if TYPE_CHECKING:
     from PIL import Image
 
-    from worker.engine import ProgressEvent
+    from worker.engine.render import ProgressEvent
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 DEMO_CONTENT = "tubingen.jpg"
@@ -202,7 +202,7 @@ def _render_with_progress(content: Image.Image, styles: list[Image.Image],
                           device: str | None, quiet: bool) -> Image.Image:
     from tqdm import tqdm
 
-    from worker.engine import RenderSpec, render
+    from worker.engine.render import RenderSpec, render
 
     spec = RenderSpec(content, styles, params, init)
     if quiet:

