@@ -160,3 +160,18 @@ def test_worker_killed_mid_job_is_run_again_exactly_once(
         assert conn.scalar(select(func.count()).select_from(Job).where(Job.id == job_id)) == 1
     time.sleep(LEASE_S)
     assert farm.job(job_id)["status"] == "succeeded"  # no later delivery undid it
+
+
+def test_higher_priority_queues_are_consumed_first(farm: Farm, images: dict[str, str]) -> None:
+    blocker = farm.submit(images["wide"], images["style1"], size=64, iterations=[100000])
+    farm.wait_status(blocker, {"running"})
+    ids = {}
+    for priority in (-5, 0, 5):  # submitted low first: order of submission must not win
+        reply = farm.client.post("/v1/jobs", json={
+            "content": images["tall"], "styles": [images["style2"]], "priority": priority,
+            "params": {"size": 32, "min_size": 32, "iterations": [1]}})
+        ids[priority] = reply.get_json()["id"]
+    farm.client.post(f"/v1/jobs/{blocker}/cancel")
+    done = [farm.wait_status(ids[p], {"succeeded"}) for p in (5, 0, -5)]
+    starts = [job["started_at"] for job in done]
+    assert starts == sorted(starts), "high, normal, low should start in that order"
