@@ -104,7 +104,11 @@ def _queues(levels: str) -> list[str]:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    from shared.queue import render_queues
+
     queues = _queues(args.queues)
+    if not set(queues) & set(render_queues()):
+        os.environ["STYLEFARM_NO_WARM"] = "1"  # renders nothing: skip loading the model
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
     if len(gpus) <= 1:
         env = dict(os.environ)

@@ -88,6 +88,8 @@ class Settings:
     # (doubled on each retry).
     webhook_max_retries: int = 8
     webhook_backoff: float = 2.0
+    # Seconds between preview images written by a running job.
+    preview_interval: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -112,6 +114,7 @@ class Settings:
             public_url=_env("STYLEFARM_PUBLIC_URL", cls.public_url),
             webhook_max_retries=_env_int("STYLEFARM_WEBHOOK_MAX_RETRIES", cls.webhook_max_retries),
             webhook_backoff=_env_float("STYLEFARM_WEBHOOK_BACKOFF", cls.webhook_backoff),
+            preview_interval=_env_float("STYLEFARM_PREVIEW_INTERVAL", cls.preview_interval),
         )
 
     @property

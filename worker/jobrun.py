@@ -27,7 +27,6 @@ from worker import engine_adapter
 from worker.runtime import Heartbeat, Runtime
 
 log = logging.getLogger(__name__)
-PREVIEW_INTERVAL_S = 5.0
 
 
 class Outcome(StrEnum):
@@ -79,7 +78,8 @@ class Reporter:
             return
         self._last_record = now
         preview = None
-        if now - self._last_preview >= PREVIEW_INTERVAL_S and event.preview is not None:
+        if (now - self._last_preview >= self.runtime.settings.preview_interval
+                and event.preview is not None):
             self._last_preview = now
             preview = self._save_preview(event)
         with session_scope(self.runtime.db) as session:

@@ -88,6 +88,8 @@ def init_process(**_: object) -> None:
     global _runtime
     engine_for.cache_clear()  # connections opened before fork belong to the parent
     _runtime = Runtime()
+    if os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
+        return
     try:
         _runtime.warm()
     except Exception:  # a missing model shows up in the job's error, with context

@@ -45,8 +45,11 @@ def test_cancel_running_job_stops_it_and_queued_job_never_starts(
         farm: Farm, images: dict[str, str]) -> None:
     long_job = farm.submit(images["wide"], images["style1"], size=64, iterations=[100000])
     queued = farm.submit(images["tall"], images["style1"], size=40)
-    farm.wait_for(lambda: (farm.job(long_job).get("iteration") or 0) >= 2, 60,
-                  "the long job never got going")
+    farm.wait_for(lambda: farm.job(long_job)["links"]["preview"], 60,
+                  "the long job never wrote a preview")
+    preview = farm.client.get(f"/v1/jobs/{long_job}/preview")
+    assert preview.status_code == 200
+    assert Image.open(io.BytesIO(preview.data)).format == "JPEG"
     assert farm.client.post(f"/v1/jobs/{queued}/cancel").status_code == 200
     assert farm.job(queued)["status"] == "canceled"
 
