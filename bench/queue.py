@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.25,
                         help="seconds between one poller's requests (default %(default)s)")
     parser.add_argument("--api-workers", type=int, default=2)
-    parser.add_argument("--api-threads", type=int, default=8)
+    parser.add_argument("--api-threads", type=int, default=4)
     parser.add_argument("--busy-jobs", type=int, default=20)
     args = parser.parse_args()
 

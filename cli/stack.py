@@ -18,7 +18,7 @@ from pathlib import Path
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 # gunicorn: gthread workers; threads cover I/O waits (SQLite, Redis), processes the GIL.
 DEFAULT_API_WORKERS = 2
-DEFAULT_API_THREADS = 8
+DEFAULT_API_THREADS = 4
 
 
 # ------------------------------------------------------------------------------- api
