@@ -117,6 +117,7 @@ def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         with heartbeat.running():
             image = render(runtime, inputs, reporter)
             reporter.check()
+            path = save_result(runtime, inputs.job_id, image)
     except Stop as stop:
         if stop.outcome is Outcome.CANCELED:
             with session_scope(runtime.db) as session:
@@ -129,12 +130,25 @@ def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         with session_scope(runtime.db) as session:
             done = transitions.fail(session, inputs.job_id, runtime.name, message)
         return Outcome.FAILED if done else Outcome.LOST
-    path = runtime.storage.result_path(inputs.job_id, "png")
-    atomic_write(path, lambda handle: image.save(handle, "PNG"))
     with session_scope(runtime.db) as session:
         done = transitions.succeed(
             session, inputs.job_id, runtime.name, runtime.storage.relative(path))
     return Outcome.SUCCEEDED if done else Outcome.LOST
+
+
+class ResultWriteError(RuntimeError):
+    pass
+
+
+def save_result(runtime: Runtime, job_id: str, image: Any) -> Any:
+    """PNG, atomically: a reader (or a second worker's write) never sees half a file."""
+    path = runtime.storage.result_path(job_id, "png")
+    try:
+        atomic_write(path, lambda handle: image.save(handle, "PNG"))
+    except OSError as exc:
+        raise ResultWriteError(f"could not write the result to storage ({exc.strerror or exc});"
+                               " retry the job once the storage volume has room") from exc
+    return path
 
 
 def render(runtime: Runtime, inputs: JobInputs, reporter: Reporter) -> Any:
@@ -151,6 +165,8 @@ def user_message(exc: BaseException, inputs: JobInputs, runtime: Runtime) -> str
     from celery.exceptions import SoftTimeLimitExceeded
 
     if isinstance(exc, engine_adapter.ImageError):
+        return str(exc)
+    if isinstance(exc, ResultWriteError):
         return str(exc)
     if isinstance(exc, ValidationError):
         return f"invalid render parameters: {exc.messages}"

@@ -16,6 +16,7 @@ import logging
 
 from celery import Task
 from celery.signals import worker_process_init
+from sqlalchemy.exc import DBAPIError
 
 from shared import transitions
 from shared.db import session_scope
@@ -25,6 +26,7 @@ from shared.transitions import Claim
 from worker import jobrun, runtime, webhooks
 
 log = logging.getLogger(__name__)
+DB_RETRY_S = 5
 app = get_app()
 worker_process_init.connect(runtime.init_process, weak=False)
 
@@ -34,12 +36,17 @@ def render(self: Task, job_id: str) -> str:
     """Run job `job_id` if it still needs running; returns what happened (for the log)."""
     rt = runtime.current()
     settings = rt.settings
-    with session_scope(rt.db) as session:
-        claim = transitions.claim(session, job_id, rt.name,
-                                  lease_seconds=settings.lease_seconds,
-                                  max_attempts=settings.max_attempts)
-        inputs = jobrun.JobInputs.of(session.get(Job, job_id)) if claim.outcome == Claim.RUN \
-            else None
+    try:
+        with session_scope(rt.db) as session:
+            claim = transitions.claim(session, job_id, rt.name,
+                                      lease_seconds=settings.lease_seconds,
+                                      max_attempts=settings.max_attempts)
+            inputs = jobrun.JobInputs.of(session.get(Job, job_id)) \
+                if claim.outcome == Claim.RUN else None
+    except DBAPIError as exc:
+        # The database is away: keep the message (a new one, later) rather than lose the job.
+        log.warning("job %s: database unavailable (%s); retrying", job_id, exc)
+        raise self.retry(countdown=DB_RETRY_S, max_retries=None) from exc
     if claim.outcome == Claim.BUSY:
         # Another worker holds the job; look again once its lease could have run out.
         raise self.retry(countdown=settings.lease_seconds, max_retries=None)

@@ -27,7 +27,9 @@ def job_payload(job: Job, settings: Settings) -> dict[str, Any]:
     base = settings.public_url.rstrip("/")
     return {
         "event": "job.finished",
-        "delivery_id": f"job-{job.id}-{job.attempts}-{job.status}",
+        # One id per finish (a retried job finishes again: a new id); repeats are dropped.
+        "delivery_id": "job-" + hashlib.sha256(
+            f"{job.id}|{job.status}|{job.finished_at}".encode()).hexdigest()[:32],
         "job_id": job.id,
         "batch_id": job.batch_id,
         "status": job.status,
@@ -68,7 +70,9 @@ def webhooks_for(session: Session, job_id: str, settings: Settings) -> list[tupl
         return []
     out: list[tuple[str, dict]] = []
     if job.webhook_url:
-        out.append((job.webhook_url, job_payload(job, settings)))
+        payload = job_payload(job, settings)
+        if first_to_announce(payload["delivery_id"], settings):
+            out.append((job.webhook_url, payload))
     if job.batch_id:
         batch_url = session.scalar(select(Batch.webhook_url).where(Batch.id == job.batch_id))
         if batch_url:
@@ -79,7 +83,8 @@ def webhooks_for(session: Session, job_id: str, settings: Settings) -> list[tupl
 
 
 def first_to_announce(delivery_id: str, settings: Settings) -> bool:
-    """Two jobs finishing a batch together both see it finished; only one announces it."""
+    """Announce each finish once: two jobs finishing a batch together both see it finished,
+    and a finished job's message may be delivered again (acks_late); only one announces."""
     client = redis.Redis.from_url(settings.effective_redis_url)
     key = f"{settings.queue_prefix}announced:{delivery_id}"
     try:

@@ -1,7 +1,7 @@
 """A real farm for the queue tests: Redis, a migrated database, the API app, a Celery worker.
 
 Nothing is mocked. The worker is a separate process (`stylefarm worker`: Celery,
-prefork, concurrency 1) started once per database; lease, visibility timeout and
+prefork, concurrency 1) started once per database (per module); lease, visibility timeout and
 webhook backoff are set short through the same environment variables a farm uses,
 so worker death and retries happen in seconds. Each session gets its own queue
 prefix, so parallel sessions on one Redis never take each other's messages.
@@ -143,7 +143,7 @@ def _database_kinds() -> list[str]:
     return ["sqlite", "postgresql"] if os.environ.get("TEST_DATABASE_URL") else ["sqlite"]
 
 
-@pytest.fixture(scope="session", params=_database_kinds())
+@pytest.fixture(scope="module", params=_database_kinds())
 def farm(request: pytest.FixtureRequest, redis_url: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     from sqlalchemy import text
@@ -190,7 +190,7 @@ def farm(request: pytest.FixtureRequest, redis_url: str,
         engine_for.cache_clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def images(farm: Farm) -> dict[str, str]:
     """Two contents (landscape, portrait) and two styles, uploaded."""
     return {
