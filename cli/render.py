@@ -1,4 +1,4 @@
-"""`stylefarm render` and `stylefarm demo`.
+"""`stylefarm render`, and the demo's job (samples/, demo_params, a local demo_command).
 
 The render options are generated from `shared.spec.RenderParams` (name, help, default,
 choices) and their values are validated by `RenderParamsSchema`, so the CLI accepts and

