@@ -146,3 +146,16 @@ def test_init_image_is_used_and_required() -> None:
                             init_image=checkerboard(32, 32)), device="cpu")
     # One small step from a checkerboard is still a checkerboard, not the gradient.
     assert np.asarray(out, dtype=float).std() > 40
+
+
+def test_adam_moments_follow_the_image_to_the_next_scale() -> None:
+    from worker.engine.optimize import AdamState, resize_adam_state
+
+    state = AdamState(step=9, m=torch.full((1, 3, 8, 10), 2.0), v=torch.full((1, 3, 8, 10), 3.0),
+                      ema=torch.zeros(1, 3, 8, 10))
+    bigger = resize_adam_state(state, (16, 20))
+    assert bigger.step == 9 and bigger.ema is None
+    assert bigger.m is not None and bigger.v is not None
+    # Four times the pixels: per-pixel gradients are a quarter, so m x 1/4 and v x 1/16.
+    assert torch.allclose(bigger.m, torch.full((1, 3, 16, 20), 0.5))
+    assert torch.allclose(bigger.v, torch.full((1, 3, 16, 20), 3.0 / 16))
