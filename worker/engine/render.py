@@ -79,7 +79,12 @@ ProgressCallback = Callable[[ProgressEvent], Any]
 def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
            device: str | torch.device | None = None) -> Image.Image:
     """Render `spec`. `on_progress(event)` runs after every iteration; if it returns
-    something truthy the render stops there and raises `Cancelled`."""
+    something truthy the render stops there and raises `Cancelled`. (An exception raised by
+    the callback itself propagates unchanged, and stops the render just as promptly.)
+
+    The callback costs nothing on the device unless it reads `event.loss` or calls
+    `event.preview()`, so it may run on every iteration and throttle itself.
+    """
     started = time.monotonic()
     params = spec.params
     dev = _device(device)
