@@ -2,14 +2,15 @@
 
 Loads a job's images from storage (decoded images cached per process, keyed by
 sha256: a batch that reuses a few styles over many contents decodes each style
-once), builds the engine's `RenderSpec`, and maps its progress events to ours.
+once, and computes its style targets once per scale size), builds the engine's
+`RenderSpec`, and maps its progress events to ours.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["ImageError", "Progress", "is_out_of_memory", "memory_kind", "render"]
 
 _DECODED_CACHE_SIZE = 16
+_STYLE_TARGET_CACHE_SIZE = 64  # (style, scale size) pairs
 
 
 @dataclass
@@ -40,12 +42,44 @@ class Progress:
     preview: Callable[[], Image.Image] | None
 
 
+class BoundedCache(MutableMapping[Hashable, Any]):
+    """A least-recently-used mapping of at most `size` entries.
+
+    Holds the engine's style targets across jobs: a batch that puts a few styles on many
+    contents computes each style's targets once per scale size per worker process. An
+    entry is a few MB of device memory (Gram matrices up to 512×512 per layer).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def __getitem__(self, key: Hashable) -> Any:
+        value = self._items[key]
+        self._items.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: Hashable, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __delitem__(self, key: Hashable) -> None:
+        del self._items[key]
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class DecodedImages:
     """Recently used input images, decoded; inputs are immutable (content-addressed)."""
 
     def __init__(self, size: int = _DECODED_CACHE_SIZE) -> None:
-        self.size = size
-        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self._images: BoundedCache = BoundedCache(size)
 
     def get(self, runtime: Runtime, sha: str, role: str) -> Image.Image:
         image = self._images.get(sha)
@@ -60,13 +94,11 @@ class DecodedImages:
                 raise ImageError(f"{role} image {sha[:12]}… could not be decoded: "
                                  f"{str(exc).split(': ', 1)[-1]}") from exc
             self._images[sha] = image
-            while len(self._images) > self.size:
-                self._images.popitem(last=False)
-        self._images.move_to_end(sha)
         return image
 
 
 _decoded = DecodedImages()
+style_targets = BoundedCache(_STYLE_TARGET_CACHE_SIZE)
 
 
 def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
@@ -81,14 +113,16 @@ def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
     weights = [weight for _, weight in inputs.styles]
     if params.style_weights is None and any(w != 1.0 for w in weights):
         params = dataclasses.replace(params, style_weights=tuple(weights))
-    spec = RenderSpec(content=content, styles=styles, params=params, init_image=init)
+    spec = RenderSpec(content=content, styles=styles, params=params, init_image=init,
+                      style_ids=[sha for sha, _ in inputs.styles])
 
     def forward(event: Any) -> None:
         on_progress(Progress(
             progress=event.fraction, scale=event.scale, scale_count=event.scales,
             iteration=event.iteration, loss=lambda: event.loss, preview=event.preview))
 
-    return engine_render(spec, on_progress=forward, device=runtime.device)
+    return engine_render(spec, on_progress=forward, device=runtime.device,
+                         target_cache=style_targets)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,10 @@ class RenderSpec:
     styles: Sequence[Image.Image]
     params: RenderParams = field(default_factory=RenderParams)
     init_image: Image.Image | None = None
+    # Stable identities of the style images (their sha256, say). With them, `render` can
+    # keep style targets in a `target_cache` that outlives one render: a batch that puts
+    # one style on many contents computes that style's targets once per scale size.
+    style_ids: Sequence[str] | None = None
 
 
 @dataclass
@@ -77,13 +81,17 @@ ProgressCallback = Callable[[ProgressEvent], Any]
 
 
 def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
-           device: str | torch.device | None = None) -> Image.Image:
+           device: str | torch.device | None = None,
+           target_cache: MutableMapping[Hashable, StyleTargets] | None = None) -> Image.Image:
     """Render `spec`. `on_progress(event)` runs after every iteration; if it returns
     something truthy the render stops there and raises `Cancelled`. (An exception raised by
     the callback itself propagates unchanged, and stops the render just as promptly.)
 
     The callback costs nothing on the device unless it reads `event.loss` or calls
     `event.preview()`, so it may run on every iteration and throttle itself.
+
+    `target_cache` (used only when `spec.style_ids` is given) keeps each style's targets
+    across renders; the caller bounds its size.
     """
     started = time.monotonic()
     params = spec.params
@@ -104,7 +112,10 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     x: torch.Tensor | None = None
     adam_state: AdamState | None = None
     for scale in plan:
-        objective = _objective(model, params, scale, content, styles, blend, layer_weights, dev)
+        style_targets = _style_targets(model, params, scale, styles, spec.style_ids,
+                                       layer_weights, dev, target_cache)
+        objective = _objective(model, params, scale, content, style_targets, blend,
+                               layer_weights, dev)
         x = _start(x, scale, params, content, init_image, generator, dev)
         optimizer = _optimizer(params, scale, adam_state)
         for it in range(scale.iterations):
@@ -195,23 +206,46 @@ def _previewer(x: torch.Tensor, finish: Callable[[torch.Tensor], Image.Image]
 # ------------------------------------------------------------------------ per scale
 
 
+StyleTargets = dict[str, Any]  # layer name -> losses.GramTarget or losses.GaussianTarget
+
+
+def _style_targets(model: VGG19, params: RenderParams, scale: Scale,
+                   styles: Sequence[Image.Image], style_ids: Sequence[str] | None,
+                   layer_weights: dict[str, float], device: torch.device,
+                   cache: MutableMapping[Hashable, StyleTargets] | None) -> list[StyleTargets]:
+    """Each style's targets at this scale: from the cache when an earlier render made them.
+
+    Colour preservation rewrites the styles against the content, so those targets belong to
+    one content and are not cached.
+    """
+    make_target = losses.gram_target if params.style_loss == "gram" else losses.gaussian_target
+    long_side = max(1, round(max(scale.width, scale.height) * params.style_scale))
+    cacheable = cache is not None and style_ids is not None and params.preserve_color == "none"
+    targets = []
+    for index, style in enumerate(styles):
+        key = ((style_ids[index], long_side, params.style_loss, params.pooling,
+                tuple(sorted(layer_weights)), str(device)) if cacheable else None)
+        found = cache.get(key) if cache is not None and key is not None else None
+        if found is None:
+            with torch.no_grad():
+                style_x = to_tensor(resize(style, fit_long_side(*style.size, long_side)), device)
+                features = model(style_x, frozenset(layer_weights))
+                found = {k: make_target(losses.moments(f)) for k, f in features.items()}
+            if cache is not None and key is not None:
+                cache[key] = found
+        targets.append(found)
+    return targets
+
+
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
-               styles: Sequence[Image.Image], blend: Sequence[float],
+               style_targets: Sequence[StyleTargets], blend: Sequence[float],
                layer_weights: dict[str, float], device: torch.device
                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The loss at this scale as a function of the image, its targets computed once here."""
-    make_target, style_distance = (
-        (losses.gram_target, losses.gram_loss) if params.style_loss == "gram"
-        else (losses.gaussian_target, losses.wasserstein_loss))
+    """The loss at this scale as a function of the image, its content target computed once."""
+    style_distance = losses.gram_loss if params.style_loss == "gram" else losses.wasserstein_loss
     with torch.no_grad():
         content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
         content_target = losses.content_target(model(content_x, {CONTENT_LAYER})[CONTENT_LAYER])
-        style_targets = []
-        long_side = max(1, round(max(scale.width, scale.height) * params.style_scale))
-        for style in styles:
-            style_x = to_tensor(resize(style, fit_long_side(*style.size, long_side)), device)
-            features = model(style_x, frozenset(layer_weights))
-            style_targets.append({k: make_target(losses.moments(f)) for k, f in features.items()})
     layers = frozenset(layer_weights) | {CONTENT_LAYER}
 
     def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
