@@ -7,6 +7,7 @@ detail to a picture whose composition is already settled.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable, Hashable, MutableMapping, Sequence
@@ -297,6 +298,14 @@ def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None)
 
 def _clamp_(x: torch.Tensor) -> torch.Tensor:
     """Keep pixels displayable (0..255 before the mean is taken off)."""
-    mean = torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1)
-    x.data.copy_(torch.clamp(x.data, -mean, 255 - mean))
+    low, high = _pixel_bounds(x.device)
+    torch.clamp(x.data, low, high, out=x.data)
     return x
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_bounds(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made once per device: Adam clamps every iteration, and a fresh tensor would be a
+    host-to-device copy each time."""
+    mean = torch.tensor(BGR_MEAN, device=device).view(1, 3, 1, 1)
+    return -mean, 255 - mean
