@@ -31,6 +31,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None] | bytes) -> Path:
                 write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are read by the API and users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
+
+from shared.storage import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -135,18 +136,7 @@ def save_image(image: Image.Image, path: str | os.PathLike[str],
     """Write atomically: a reader never sees half a file, a crash leaves no partial one."""
     fmt, options = output_format(path)
     data = encode(image, fmt, options, params)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), data)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
