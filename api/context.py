@@ -6,6 +6,7 @@ Held in `app.extensions["stylefarm"]` so that two apps with different settings
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from threading import Lock
@@ -20,6 +21,8 @@ from shared.storage import Storage
 
 if TYPE_CHECKING:
     from celery import Celery
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +43,21 @@ class State:
 
                 self._celery = make_celery(self.settings)
             return self._celery
+
+    def warm(self) -> None:
+        """Before serving: import and connect the queue, open a database connection.
+
+        A server pays these on its first requests otherwise (about a second, most of it
+        in the first batch). A broker that is down is not an error here: requests say so.
+        """
+        from shared.queue import warm
+
+        with self.engine.connect():
+            pass
+        try:
+            warm(self.celery())
+        except Exception as exc:  # reported; each request answers for itself
+            log.warning("queue not reachable at start (%s); requests will retry", exc)
 
 
 def state() -> State:

@@ -59,10 +59,12 @@ def run_api(args: argparse.Namespace) -> int:
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "stylefarm-api")
 
-        def load(self):
+        def load(self):  # in each gunicorn worker, before it serves
             from api import create_app
 
-            return create_app(settings)
+            app = create_app(settings)
+            app.extensions["stylefarm"].warm()
+            return app
 
     Server().run()
     return 0

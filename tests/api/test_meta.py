@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cli.services import free_port
 from shared.spec import RenderParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,3 +92,14 @@ def test_importing_the_api_never_imports_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert not any(m.startswith('worker') for m in sys.modules), 'worker imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_warm_connects_the_queue_and_survives_a_broker_that_is_down(
+        make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture) -> None:
+    up = make_app().extensions["stylefarm"]
+    up.warm()
+    assert up._celery is not None  # built before the first request, not during it
+    assert "not reachable" not in caplog.text
+    down = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").extensions["stylefarm"]
+    down.warm()  # the API still starts; each request that needs the queue answers 503
+    assert "queue not reachable at start" in caplog.text
