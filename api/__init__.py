@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
     engine = engine_for(url)
     app.extensions["stylefarm"] = context.State(
         settings=settings, engine=engine, storage=Storage(settings.data_dir),
-        sessions=sessionmaker(bind=engine, expire_on_commit=False))
+        sessions=sessionmaker(bind=engine, expire_on_commit=False),
+        readers=sessionmaker(bind=engine.execution_options(isolation_level="AUTOCOMMIT")))
 
     api = _Api(app, spec_kwargs={
         "info": {"description": "Neural style transfer render farm: upload images, submit "

@@ -103,3 +103,15 @@ def test_warm_connects_the_queue_and_survives_a_broker_that_is_down(
     down = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").extensions["stylefarm"]
     down.warm()  # the API still starts; each request that needs the queue answers 503
     assert "queue not reachable at start" in caplog.text
+
+
+def test_reads_run_in_autocommit_and_writes_in_a_transaction(app: Flask) -> None:
+    from api.context import db
+
+    def isolation() -> str | None:
+        return db().connection().get_execution_options().get("isolation_level")
+
+    with app.test_request_context("/v1/jobs", method="GET"):
+        assert isolation() == "AUTOCOMMIT"
+    with app.test_request_context("/v1/jobs", method="POST"):
+        assert isolation() is None  # the engine's default: a transaction, committed by hand
