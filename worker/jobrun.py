@@ -117,7 +117,7 @@ def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         with heartbeat.running():
             image = render(runtime, inputs, reporter)
             reporter.check()
-            path = save_result(runtime, inputs.job_id, image)
+            path = save_result(runtime, inputs, image)
     except Stop as stop:
         if stop.outcome is Outcome.CANCELED:
             with session_scope(runtime.db) as session:
@@ -140,11 +140,21 @@ class ResultWriteError(RuntimeError):
     pass
 
 
-def save_result(runtime: Runtime, job_id: str, image: Any) -> Any:
-    """PNG, atomically: a reader (or a second worker's write) never sees half a file."""
-    path = runtime.storage.result_path(job_id, "png")
+def save_result(runtime: Runtime, inputs: JobInputs, image: Any) -> Any:
+    """PNG, atomically: a reader (or a second worker's write) never sees half a file.
+
+    The PNG says how it was made (job, images, parameters), as the CLI's results do, so
+    a result copied out of the farm can still be traced and rendered again.
+    """
+    from worker.engine.images import save_image
+
+    path = runtime.storage.result_path(inputs.job_id, "png")
+    metadata = {"job": inputs.job_id, "content": inputs.content,
+                "styles": [{"image": image_id, "weight": weight}
+                           for image_id, weight in inputs.styles],
+                "init_image": inputs.init, "params": inputs.params}
     try:
-        atomic_write(path, lambda handle: image.save(handle, "PNG"))
+        save_image(image, path, metadata)
     except OSError as exc:
         raise ResultWriteError(f"could not write the result to storage ({exc.strerror or exc});"
                                " retry the job once the storage volume has room") from exc

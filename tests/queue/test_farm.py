@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from shared.models import Job
 from tests.queue.conftest import LEASE_S, Farm, picture
+from worker.engine.images import METADATA_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,11 @@ def test_batch_of_four_renders_every_job_at_its_size(farm: Farm, images: dict[st
         assert job["attempts"] == 1 and job["progress"] == 1.0
         result = farm.client.get(job["links"]["result"])
         assert result.status_code == 200
-        assert Image.open(io.BytesIO(result.data)).size == sizes[job["content"]]
+        with Image.open(io.BytesIO(result.data)) as png:
+            assert png.size == sizes[job["content"]]
+            made = json.loads(png.text[METADATA_KEY])  # how it was made travels with it
+        assert made["job"] == job["id"] and made["content"] == job["content"]
+        assert made["styles"] == job["styles"] and made["params"] == job["params"]
 
 
 def test_cancel_running_job_stops_it_and_queued_job_never_starts(
