@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import func, insert, select
 
 from api import idempotency
-from api.context import db, owner, settings
+from api.context import announce, db, owner, settings
 from api.errors import ApiError
 from api.jobs import enqueue_or_fail
 from api.present import aware
@@ -157,4 +157,5 @@ class BatchCancel(MethodView):
             changed += transitions.request_cancel(session, list(active[start:start + 5000]))
         view = {"changed": changed, "batch": batch_view(batch)}
         idempotency.commit(session, 200, CancelOutSchema().dump(view))
+        announce(list(active))
         return view

@@ -16,7 +16,7 @@ from marshmallow import RAISE
 from sqlalchemy import and_, or_, select, update
 
 from api import idempotency
-from api.context import db, enqueue, owner, settings, storage
+from api.context import announce, db, enqueue, owner, settings, storage
 from api.errors import ApiError
 from api.present import aware, job_view
 from api.schemas import JobListArgsSchema, JobOutSchema, JobPageSchema
@@ -152,6 +152,7 @@ class JobCancel(MethodView):
             raise ApiError(409, f"the job has {_past(job.status)} already: nothing to cancel")
         view = job_view(job)
         idempotency.commit(session, 200, JobOutSchema().dump(view))
+        announce([job.id])
         return view
 
 

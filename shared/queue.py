@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from celery import Celery
+from celery.utils.saferepr import saferepr
 from kombu import Queue
 
 from shared.settings import Settings, get_settings
@@ -128,47 +129,59 @@ def get_app() -> Celery:
 def enqueue_jobs(
     items: Sequence[tuple[str, int]], *, app: Celery | None = None, batch_size: int = 2000
 ) -> None:
-    """Queue one render message per (job id, priority), after the jobs are committed.
-
-    Why not `send_task` in a loop: it costs ~300 µs a message (10,000 jobs: 3 s, over
-    the API's budget). Here Celery builds one protocol-2 message (`amqp.as_task_v2`,
-    so headers stay whatever this Celery version sends), serialised once per queue with
-    placeholders; each job's message is that text with its own ids filled in, LPUSHed
-    the way kombu's Redis transport would (`_put` on the anonymous exchange: the list
-    named after the queue), up to `batch_size` messages per LPUSH, all in one pipeline
-    round trip. Workers cannot tell these messages from `send_task`'s (a test compares).
-    """
-    if not items:
-        return
+    """Queue one render message per (job id, priority), after the jobs are committed."""
     app = app or get_app()
     prefix = app.conf.stylefarm_queue_prefix
-    template = app.amqp.as_task_v2(
-        "0", RENDER_TASK, args=("0",), kwargs={}, origin=_ORIGIN, ignore_result=None
-    )
+    send_many(app, RENDER_TASK, [(f"{prefix}{level_for(priority)}", (job_id,))
+                                 for job_id, priority in items], batch_size=batch_size)
+
+
+def enqueue_webhooks(items: Sequence[tuple[str, dict]], *, app: Celery | None = None) -> None:
+    """Queue one delivery per (url, payload): a separate task, so retries never hold a GPU."""
+    app = app or get_app()
+    queue = f"{app.conf.stylefarm_queue_prefix}{WEBHOOK_LEVEL}"
+    send_many(app, WEBHOOK_TASK, [(queue, (url, payload)) for url, payload in items])
+
+
+def send_many(app: Celery, task: str, messages: Sequence[tuple[str, tuple]],
+              batch_size: int = 2000) -> None:
+    """Send `task` once per (queue, args), as `send_task` would, but thousands a second.
+
+    `send_task` in a loop costs ~300 µs a message (10,000 jobs: 3 s, over the API's
+    budget). Here Celery builds one protocol-2 message (`amqp.as_task_v2`, so headers
+    stay whatever this Celery version sends), serialised once per queue with
+    placeholders; each message is that text with its own ids and arguments filled in,
+    LPUSHed the way kombu's Redis transport would (`_put` on the anonymous exchange: the
+    list named after the queue), up to `batch_size` messages per LPUSH, all in one
+    pipeline round trip. Workers cannot tell these messages from `send_task`'s (a test
+    compares).
+    """
+    if not messages:
+        return
+    template = app.amqp.as_task_v2("0", task, args=(), kwargs={}, origin=_ORIGIN,
+                                   ignore_result=None)
     texts: dict[str, str] = {}
     pending: dict[str, list[str]] = {}
     embed = json.dumps(template.body[2])
     with app.connection_for_write() as conn:
         pipe = conn.default_channel.client.pipeline(transaction=False)
-        for job_id, priority in items:
-            queue = f"{prefix}{level_for(priority)}"
+        for queue, args in messages:
             text = texts.get(queue)
             if text is None:
                 text = texts[queue] = _message_text(template.headers, app.thread_oid, queue)
                 pending[queue] = []
-            task_id = str(uuid.uuid4())
-            body = f"[[{json.dumps(job_id)}], {{}}, {embed}]".encode()
+            body = f"[{json.dumps(list(args))}, {{}}, {embed}]".encode()
             pending[queue].append(text
-                                  .replace(_TASK_ID, task_id)
+                                  .replace(_TASK_ID, str(uuid.uuid4()))
                                   .replace(_BODY, base64.b64encode(body).decode())
-                                  .replace(_ARGSREPR, json.dumps(repr((job_id,)))[1:-1])
+                                  .replace(_ARGSREPR, json.dumps(argsrepr(app, args))[1:-1])
                                   .replace(_DELIVERY_TAG, str(uuid.uuid4())))
             if len(pending[queue]) == batch_size:
                 pipe.lpush(queue, *pending[queue])  # one LPUSH of many = that many, in order
                 pending[queue] = []
-        for queue, messages in pending.items():
-            if messages:
-                pipe.lpush(queue, *messages)
+        for queue, texts_left in pending.items():
+            if texts_left:
+                pipe.lpush(queue, *texts_left)
         pipe.execute()
 
 
@@ -196,6 +209,11 @@ def _message_text(headers: dict, reply_to: str, queue: str) -> str:
     })
 
 
+def argsrepr(app: Celery, args: tuple) -> str:
+    """The `argsrepr` header Celery would send (what `celery inspect` and logs show)."""
+    return saferepr(args, app.amqp.argsrepr_maxsize, maxlevels=app.conf.task_repr_maxlevels)
+
+
 def warm(app: Celery) -> None:
     """Pay enqueue's first-use costs now (~0.4 s: kombu's transport, the message
     template, a broker connection), so a server's first batch does not."""
@@ -203,8 +221,3 @@ def warm(app: Celery) -> None:
                         ignore_result=None)
     with app.connection_for_write() as conn:  # one try: a broker that is down raises now
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
-
-
-def enqueue_webhook(payload: dict, url: str, *, app: Celery | None = None) -> None:
-    """Queue one webhook delivery (a separate task, so its retries never hold a GPU)."""
-    (app or get_app()).send_task(WEBHOOK_TASK, args=(url, payload))

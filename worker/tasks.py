@@ -21,8 +21,9 @@ from sqlalchemy.exc import DBAPIError
 from shared import transitions
 from shared.db import session_scope
 from shared.models import Job
-from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhook, get_app
+from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app
 from shared.transitions import Claim
+from shared.webhooks import owed
 from worker import jobrun, runtime, webhooks
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,7 @@ def notify(rt: runtime.Runtime, job_id: str) -> None:
     """Queue the webhooks a finished job owes; a broker hiccup must not fail the job."""
     try:
         with session_scope(rt.db) as session:
-            pending = webhooks.webhooks_for(session, job_id, rt.settings)
-        for url, payload in pending:
-            enqueue_webhook(payload, url, app=app)
+            enqueue_webhooks(owed(session, [job_id], rt.settings), app=app)
     except Exception:
         log.exception("could not queue webhooks for job %s", job_id)
 

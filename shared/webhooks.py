@@ -1,0 +1,102 @@
+"""What a finished job tells the outside world: which webhooks it owes, and their payloads.
+
+Whoever finishes a job announces it: a worker when a render ends, the API when it
+cancels queued jobs (at once, not when a worker reaches their messages). Each finish
+is announced once (a Redis SET NX per delivery id) and delivered at least once by a
+separate Celery task (`worker.tasks.deliver_webhook`), so a slow or failing receiver
+costs a retry message, never GPU time; receivers deduplicate on `delivery_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.models import ACTIVE, Batch, Job
+from shared.settings import Settings
+
+_CHUNK = 5000
+ANNOUNCED_TTL_S = 7 * 24 * 3600
+
+
+def job_payload(job: Job, settings: Settings) -> dict[str, Any]:
+    base = settings.public_url.rstrip("/")
+    return {
+        "event": "job.finished",
+        # One id per finish (a retried job finishes again: a new id); repeats are dropped.
+        "delivery_id": "job-" + hashlib.sha256(
+            f"{job.id}|{job.status}|{job.finished_at}".encode()).hexdigest()[:32],
+        "job_id": job.id,
+        "batch_id": job.batch_id,
+        "status": job.status,
+        "error": job.error,
+        "job_url": f"{base}/v1/jobs/{job.id}",
+        "result_url": f"{base}/v1/jobs/{job.id}/result" if job.result_path else None,
+    }
+
+
+def finished_batch_payload(
+    session: Session, batch_id: str, settings: Settings
+) -> dict[str, Any] | None:
+    """The batch's payload when none of its jobs is active any more, else None."""
+    counts = dict(
+        session.execute(
+            select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)
+        ).all()
+    )
+    if not counts or any(counts.get(status.value) for status in ACTIVE):
+        return None
+    last = session.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch_id))
+    base = settings.public_url.rstrip("/")
+    return {
+        "event": "batch.finished",
+        # Same for every worker that sees the batch finish: the key that deduplicates.
+        "delivery_id": "batch-" + hashlib.sha256(f"{batch_id}|{last}".encode()).hexdigest()[:32],
+        "batch_id": batch_id,
+        "status": "finished",
+        "counts": counts,
+        "batch_url": f"{base}/v1/batches/{batch_id}",
+    }
+
+
+def owed(session: Session, job_ids: list[str], settings: Settings) -> list[tuple[str, dict]]:
+    """(url, payload) of each webhook these jobs' finishes owe and nobody announced yet:
+    the finished jobs' own, and their batches' where no job of the batch is active."""
+    candidates: list[tuple[str, dict]] = []
+    batch_ids: set[str] = set()
+    for start in range(0, len(job_ids), _CHUNK):
+        chunk = job_ids[start:start + _CHUNK]
+        finished = Job.status.not_in([status.value for status in ACTIVE])
+        for job in session.scalars(select(Job).where(
+                Job.id.in_(chunk), finished, Job.webhook_url.is_not(None))):
+            candidates.append((job.webhook_url, job_payload(job, settings)))
+        batch_ids.update(session.scalars(select(Job.batch_id).distinct().where(
+            Job.id.in_(chunk), finished, Job.batch_id.is_not(None))))
+    for batch_id in sorted(batch_ids):
+        url = session.scalar(select(Batch.webhook_url).where(Batch.id == batch_id))
+        payload = finished_batch_payload(session, batch_id, settings) if url else None
+        if payload is not None:
+            candidates.append((url, payload))
+    fresh = first_to_announce([payload["delivery_id"] for _, payload in candidates], settings)
+    return [pair for pair, new in zip(candidates, fresh, strict=True) if new]
+
+
+def first_to_announce(delivery_ids: list[str], settings: Settings) -> list[bool]:
+    """Announce each finish once: two jobs finishing a batch together both see it finished,
+    a finished job's message may be delivered again (acks_late), and the API and a worker
+    may both see a job canceled; only the first to claim a delivery id announces it."""
+    if not delivery_ids:
+        return []
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for delivery_id in delivery_ids:
+            pipe.set(f"{settings.queue_prefix}announced:{delivery_id}", 1, nx=True,
+                     ex=ANNOUNCED_TTL_S)
+        return [bool(claimed) for claimed in pipe.execute()]
+    finally:
+        client.close()
