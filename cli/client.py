@@ -1,5 +1,8 @@
-"""`stylefarm submit` and `stylefarm status`: the farm's HTTP API from a terminal.
+"""`stylefarm submit`, `fetch` and `status`: the farm's HTTP API from a terminal.
 
+Built for big batches of big images: an image the farm already has (its id is the
+sha256 of its bytes) is not uploaded again; uploads and downloads run a few at a time;
+results are written atomically, so an interrupted `fetch` resumes where it stopped.
 Errors are one line on stderr and exit status 2: the API unreachable, or a 4xx
 answer (its message, as the API words it).
 """
@@ -7,10 +10,14 @@ answer (its message, as the API words it).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +25,9 @@ from cli.main import Runner, UsageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 POLL_S = 1.0
+TRANSFERS = 4  # uploads or downloads at a time
+ACTIVE = {"queued", "running", "cancel-requested"}
+MANIFEST = ".stylefarm-{batch}.json"  # in --out: result names for a later `fetch`
 
 
 def default_api() -> str:
@@ -28,14 +38,22 @@ class Api:
     """A thin requests wrapper: JSON in and out, failures as UsageError (exit 2)."""
 
     def __init__(self, base: str, token: str | None = None) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+        self._local = threading.local()  # a requests.Session per thread (transfers)
+
+    @property
+    def http(self) -> Any:
         import requests
 
-        self.base = base.rstrip("/")
-        self.http = requests.Session()
-        if token:
-            self.http.headers["Authorization"] = f"Bearer {token}"
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+            if self.token:
+                self._local.session.headers["Authorization"] = f"Bearer {self.token}"
+        return self._local.session
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, ok: Iterable[int] = (), **kwargs: Any) -> Any:
+        """The response; a status >= 400 not in `ok` is a UsageError."""
         import requests
 
         url = path if path.startswith("http") else f"{self.base}{path}"
@@ -46,7 +64,7 @@ class Api:
                              "running? set --api or STYLEFARM_API)") from None
         except requests.RequestException as exc:
             raise UsageError(f"request to {url} failed: {exc}") from None
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in ok:
             raise UsageError(f"{method} {path}: {response.status_code} {_message(response)}")
         return response
 
@@ -82,12 +100,42 @@ def image_files(sources: list[str]) -> list[Path]:
     return found
 
 
-def upload(api: Api, paths: list[Path]) -> dict[Path, str]:
-    ids: dict[Path, str] = {}
-    for path in paths:
-        with path.open("rb") as handle:
-            ids[path] = api.json("POST", "/v1/images", files={"file": (path.name, handle)})["id"]
-    return ids
+def upload(api: Api, paths: list[Path], *, quiet: bool = False) -> dict[Path, str]:
+    """Each file's image id, uploading only the images the farm does not have yet."""
+    def one(path: Path) -> tuple[Path, str, bool]:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if api.call("GET", f"/v1/images/{digest}", ok=(404,)).status_code == 200:
+            return path, digest, False
+        reply = api.json("POST", "/v1/images", files={"file": (path.name, data)})
+        return path, reply["id"], True
+
+    done = transfer(one, paths, "upload", quiet)
+    sent = sum(new for _, _, new in done)
+    if not quiet:
+        print(f"images: {sent} uploaded, {len(done) - sent} already on the farm",
+              file=sys.stderr)
+    return {path: image_id for path, image_id, _ in done}
+
+
+def transfer(work: Callable[[Any], Any], items: list[Any], what: str, quiet: bool) -> list[Any]:
+    """`work` over `items`, TRANSFERS at a time, with a bar; the first error stops it."""
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(TRANSFERS) as pool, tqdm(
+            total=len(items), unit=what, disable=quiet or len(items) < 2,
+            dynamic_ncols=True) as bar:
+        futures = [pool.submit(work, item) for item in items]
+        results = []
+        try:
+            for future in futures:
+                results.append(future.result())
+                bar.update()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return results
 
 
 def _add_api_option(parser: argparse.ArgumentParser) -> None:
@@ -127,12 +175,27 @@ def run_submit(args: argparse.Namespace) -> int:
         "name": args.name, "contents": [ids[p] for p in contents],
         "styles": [ids[p] for p in styles], "params": params, "priority": args.priority})
     print(f"batch {batch['id']}: {batch['job_count']} jobs", file=sys.stderr)
+    names = {sha: path.stem for path, sha in ids.items()}
+    write_manifest(args.out, batch["id"], names)
     if args.no_wait:
         print(batch["id"])
         return 0
-    batch = wait(api, batch["id"])
-    names = {sha: path.stem for path, sha in ids.items()}
-    return download(api, batch, names, args.out)
+    return download(api, wait(api, batch["id"]), names, args.out)
+
+
+def write_manifest(out: Path, batch_id: str, names: dict[str, str]) -> None:
+    """Image id -> file stem, so `fetch` names results as `submit` would have."""
+    from shared.storage import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / MANIFEST.format(batch=batch_id), json.dumps(names, indent=1).encode())
+
+
+def read_manifest(out: Path, batch_id: str) -> dict[str, str]:
+    try:
+        return json.loads((out / MANIFEST.format(batch=batch_id)).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def wait(api: Api, batch_id: str, *, quiet: bool = False) -> dict[str, Any]:
@@ -160,22 +223,60 @@ def batch_jobs(api: Api, batch_id: str) -> Iterator[dict[str, Any]]:
         path = page["next"]
 
 
-def download(api: Api, batch: dict[str, Any], names: dict[str, str], out: Path) -> int:
-    """Save each succeeded job's result as <content>__<style>.png; report the others."""
+def download(api: Api, batch: dict[str, Any], names: dict[str, str], out: Path,
+             *, quiet: bool = False) -> int:
+    """Save each succeeded job's result as <content>__<style>.png (names: image id -> stem;
+    unnamed images go by the start of their id); report the others. Results already in
+    `out` are kept, so a second run fetches only what the first did not."""
+    from shared.storage import atomic_write
+
     out.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed, wanted, present, pending = 0, [], 0, 0
     for job in batch_jobs(api, batch["id"]):
-        style = "+".join(names.get(s["image"], s["image"][:8]) for s in job["styles"])
-        stem = f"{names.get(job['content'], job['content'][:8])}__{style}"
-        if job["status"] == "succeeded":
-            response = api.call("GET", job["links"]["result"])
-            (out / f"{stem}.png").write_bytes(response.content)
-        else:
+        style = "+".join(names.get(s["image"], s["image"][:12]) for s in job["styles"])
+        target = out / f"{names.get(job['content'], job['content'][:12])}__{style}.png"
+        if job["status"] in ACTIVE:
+            pending += 1
+        elif job["status"] != "succeeded":
             failed += 1
-            print(f"{stem}: {job['status']}" + (f": {job['error']}" if job["error"] else ""),
-                  file=sys.stderr)
-    print(f"{batch['counts'].get('succeeded', 0)} results in {out}", file=sys.stderr)
+            print(f"{target.stem}: {job['status']}" + (f": {job['error']}" if job["error"]
+                                                       else ""), file=sys.stderr)
+        elif target.exists():
+            present += 1
+        else:
+            wanted.append((job["links"]["result"], target))
+
+    def one(item: tuple[str, Path]) -> None:
+        link, target = item
+        atomic_write(target, api.call("GET", link).content)
+
+    transfer(one, wanted, "result", quiet)
+    if not quiet:
+        print(f"{len(wanted)} results saved in {out}"
+              + (f" ({present} were already there)" if present else "")
+              + (f"; {pending} jobs not finished yet" if pending else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+def fetch_command(parser: argparse.ArgumentParser) -> Runner:
+    """Download a batch's results (after `submit --no-wait`, or to resume a download)."""
+    parser.add_argument("batch", help="batch id")
+    parser.add_argument("--out", required=True, type=Path, help="directory for the results")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="fetch what has finished now instead of waiting for the batch")
+    _add_api_option(parser)
+    return run_fetch
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    api = Api(args.api, args.token)
+    batch = api.json("GET", f"/v1/batches/{args.batch}")
+    if not args.no_wait:
+        batch = wait(api, batch["id"])
+    return download(api, batch, read_manifest(args.out, batch["id"]), args.out)
 
 
 # ---------------------------------------------------------------------------- status

@@ -66,7 +66,7 @@ def run_through_stack(args: argparse.Namespace) -> int:
             print(f"starting the stack (logs in {data_dir})...", file=sys.stderr)
         _wait_for_api(api, stack, log)
         samples = [render.SAMPLES / render.DEMO_CONTENT, render.SAMPLES / render.DEMO_STYLE]
-        ids = client.upload(api, samples)
+        ids = client.upload(api, samples, quiet=args.quiet)
         batch = api.json("POST", "/v1/batches", json={
             "name": "demo", "contents": [ids[samples[0]]], "styles": [ids[samples[1]]],
             "params": render.demo_params().to_dict()})

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "worker": "cli.stack:worker_command",
     "up": "cli.stack:up_command",
     "submit": "cli.client:submit_command",
+    "fetch": "cli.client:fetch_command",
     "status": "cli.client:status_command",
 }
 

@@ -1,4 +1,4 @@
-"""`stylefarm up`, `submit` and `status` as a user runs them: real processes, real ports."""
+"""`stylefarm up`, `submit`, `fetch` and `status` as a user runs them: real processes and ports."""
 
 from __future__ import annotations
 
@@ -58,6 +58,28 @@ def test_up_serves_a_submitted_batch_and_stops_cleanly(tmp_path: Path) -> None:
         with Image.open(tmp_path / "out" / "photo__paint.png") as result:
             assert result.size == (32, 24)
         batch_id = re.search(r"batch (\w+): 1 jobs", submitted.stderr).group(1)
+
+        assert "images: 2 uploaded, 0 already on the farm" in submitted.stderr
+        result = tmp_path / "out" / "photo__paint.png"
+        before = result.stat().st_mtime_ns
+        again = stylefarm("fetch", batch_id, "--api", api, "--out", str(tmp_path / "out"),
+                          env=env)
+        assert again.returncode == 0, again.stderr
+        assert "0 results saved" in again.stderr and "1 were already there" in again.stderr
+        assert result.stat().st_mtime_ns == before  # kept, not downloaded again
+
+        later = stylefarm(  # the same images again: nothing to upload; collect with fetch
+            "submit", "--api", api, "--contents", str(tmp_path / "in" / "photo.png"),
+            "--styles", str(tmp_path / "in" / "paint.png"), "--out", str(tmp_path / "later"),
+            "--size", "32", "--min-size", "32", "--iterations", "2", "--no-wait", env=env)
+        assert later.returncode == 0, later.stderr
+        assert "images: 0 uploaded, 2 already on the farm" in later.stderr
+        fetched = stylefarm("fetch", later.stdout.strip(), "--api", api,
+                            "--out", str(tmp_path / "later"), env=env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert "1 results saved" in fetched.stderr
+        with Image.open(tmp_path / "later" / "photo__paint.png") as result:  # submit's names
+            assert result.size == (32, 24)
 
         status = stylefarm("status", batch_id, "--api", api, env=env)
         assert status.returncode == 0
