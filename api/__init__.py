@@ -36,7 +36,7 @@ class _Api(Api):
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
-    from api import auth, batches, context, errors, health, images, jobs
+    from api import auth, batches, context, docs, errors, health, images, jobs
 
     settings = settings or get_settings()
     url = settings.effective_database_url
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/v1",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_PATH="swagger",  # /v1/docs is ours: api.docs, works offline
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         OPENAPI_REDOC_PATH="redoc",
         OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
     api.spec.options["security"] = [{"bearer": []}] if settings.api_keys else []
     for blueprint in (images.blp, jobs.blp, batches.blp, health.blp):
         api.register_blueprint(blueprint)
+    docs.register(app, api)
 
     errors.register(app)
     app.before_request(auth.authenticate)

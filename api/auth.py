@@ -17,7 +17,7 @@ from api.context import settings
 from api.errors import ApiError
 
 # Endpoints anyone may call: health checks (load balancers carry no key) and the docs.
-PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "docs"})
 
 
 def owner_id(key: str) -> str:

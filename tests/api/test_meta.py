@@ -52,9 +52,19 @@ def test_openapi_refs_resolve_and_errors_are_documented(client: FlaskClient) -> 
     assert "422" in spec["paths"]["/v1/batches"]["post"]["responses"]
 
 
-def test_docs_page_is_served(client: FlaskClient) -> None:
-    reply = client.get("/v1/docs")
-    assert reply.status_code == 200 and b"swagger-ui" in reply.data
+def test_docs_page_works_offline_and_covers_every_operation(client: FlaskClient) -> None:
+    spec = client.get("/v1/openapi.json").json
+    page = client.get("/v1/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert not re.search(r"<(script|link)\b", html)  # nothing fetched from elsewhere
+    for path, item in spec["paths"].items():
+        for method in item.keys() & {"get", "post", "delete"}:
+            assert f'id="{method}-{path}"' in html, (method, path)
+    for name in spec["components"]["schemas"]:
+        assert f'id="schema-{name}"' in html
+    assert "RenderParams" in html and "style_weight" in html  # fields of linked schemas
+    assert client.get("/v1/swagger").status_code == 200  # the CDN-based one, for the online
 
 
 def test_healthz(client: FlaskClient, make_app: Callable[..., Flask]) -> None:
