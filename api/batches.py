@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.jobs import enqueue_or_fail
 from api.present import aware
 from api.schemas import BatchOutSchema, CancelOutSchema
-from api.submit import check_jobs, insert_jobs
+from api.submit import check_jobs, check_webhooks, insert_jobs
 from shared import transitions
 from shared.jobspec import BatchCreateSchema, expand_batch
 from shared.models import ACTIVE, Batch, Job, Status, new_id, utcnow
@@ -85,6 +85,10 @@ class Batches(MethodView):
             n_styles = len(data["styles"])
             paths = [f"contents.{n // n_styles}|styles.{n % n_styles}|" for n in range(len(jobs))]
         session = db()
+        check_webhooks({"webhook_url": data["webhook_url"],
+                        **{f"jobs.{n}.webhook_url": job.get("webhook_url")
+                           for n, job in enumerate(data.get("jobs", ()))}},
+                       settings().webhook_private)
         try:
             check_jobs(session, jobs, settings().max_output_pixels, paths)
         except ApiError as error:

@@ -20,7 +20,7 @@ from api.context import announce, db, enqueue, owner, settings, storage
 from api.errors import ApiError
 from api.present import aware, job_view
 from api.schemas import JobListArgsSchema, JobOutSchema, JobPageSchema
-from api.submit import check_jobs, insert_jobs
+from api.submit import check_jobs, check_webhooks, insert_jobs
 from shared import transitions
 from shared.jobspec import JobCreateSchema
 from shared.models import Job, Status, utcnow
@@ -68,6 +68,7 @@ class Jobs(MethodView):
     def post(self, job: dict[str, Any]) -> Any:
         """Submit one job. It is queued; follow it at the Location."""
         session = db()
+        check_webhooks({"webhook_url": job.get("webhook_url")}, settings().webhook_private)
         check_jobs(session, [job], settings().max_output_pixels)
         [(job_id, priority)] = insert_jobs(session, [job], owner=owner(), batch_id=None,
                                            created_at=utcnow())

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from shared.models import Image, Job, Status, new_id
 from shared.spec import RenderParams, output_size
+from shared.webhooks import target_problem
 
 _CHUNK = 1000
 _MAX_REPORTED = 20
@@ -82,6 +83,15 @@ def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixe
     if fields:
         raise ApiError(422, "the output is too large", fields)
     return sizes
+
+
+def check_webhooks(urls: dict[str, str | None], allow_private: bool) -> None:
+    """422 naming each webhook_url field (dotted path -> URL) the farm must not call."""
+    fields = {path: [problem] for path, url in urls.items()
+              if url and (problem := target_problem(url, allow_private=allow_private,
+                                                    resolve=False))}
+    if fields:
+        raise ApiError(422, "webhook URL not allowed", dict(list(fields.items())[:_MAX_REPORTED]))
 
 
 def insert_jobs(session: Session, jobs: Sequence[dict[str, Any]], *, owner: str,

@@ -37,6 +37,17 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -88,6 +99,10 @@ class Settings:
     # (doubled on each retry).
     webhook_max_retries: int = 8
     webhook_backoff: float = 2.0
+    # Whether webhooks may go to private and loopback addresses (a receiver on the farm's
+    # own network). Turn off on a farm shared by tenants who must not reach its insides.
+    # Link-local addresses (cloud metadata services) are refused either way.
+    webhook_private: bool = True
     # Seconds between preview images written by a running job.
     preview_interval: float = 5.0
 
@@ -114,6 +129,7 @@ class Settings:
             public_url=_env("STYLEFARM_PUBLIC_URL", cls.public_url),
             webhook_max_retries=_env_int("STYLEFARM_WEBHOOK_MAX_RETRIES", cls.webhook_max_retries),
             webhook_backoff=_env_float("STYLEFARM_WEBHOOK_BACKOFF", cls.webhook_backoff),
+            webhook_private=_env_bool("STYLEFARM_WEBHOOK_PRIVATE", cls.webhook_private),
             preview_interval=_env_float("STYLEFARM_PREVIEW_INTERVAL", cls.preview_interval),
         )
 

@@ -10,7 +10,10 @@ costs a retry message, never GPU time; receivers deduplicate on `delivery_id`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from sqlalchemy import func, select
@@ -100,3 +103,37 @@ def first_to_announce(delivery_ids: list[str], settings: Settings) -> list[bool]
         return [bool(claimed) for claimed in pipe.execute()]
     finally:
         client.close()
+
+
+def target_problem(url: str, *, allow_private: bool, resolve: bool) -> str | None:
+    """Why a webhook must not go to `url`, or None.
+
+    A webhook is a request the farm makes on a user's behalf: it must not reach a cloud
+    metadata service (link-local) and, on a farm shared by tenants, nothing inside the
+    farm's own network. The API checks the address as written (`resolve=False`); the
+    worker checks every address the name resolves to, just before it posts.
+    """
+    host = urlsplit(url).hostname or ""
+    if resolve:
+        try:
+            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
+        except (OSError, UnicodeError) as exc:
+            return f"{host} does not resolve ({exc})"
+    elif host.rstrip(".").lower() == "localhost" or host.rstrip(".").endswith(".localhost"):
+        addresses = ["127.0.0.1"]  # RFC 6761: always loopback
+    else:
+        addresses = [host]
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+        except ValueError:
+            continue  # a name, checked when the worker resolves it
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address.is_link_local or address.is_multicast or address.is_unspecified:
+            return f"{host} is a link-local, multicast or unspecified address"
+        if not allow_private and (address.is_private or address.is_loopback
+                                  or address.is_reserved):
+            return f"{host} is a private address, and this farm sends webhooks only outside"
+    return None
+

@@ -23,7 +23,7 @@ from shared.db import session_scope
 from shared.models import Job
 from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app
 from shared.transitions import Claim
-from shared.webhooks import owed
+from shared.webhooks import owed, target_problem
 from worker import jobrun, runtime, webhooks
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,10 @@ def notify(rt: runtime.Runtime, job_id: str) -> None:
 def deliver_webhook(self: Task, url: str, payload: dict) -> None:
     """POST a payload; on failure retry with exponential backoff (base · 2^n seconds)."""
     settings = runtime.current().settings
+    problem = target_problem(url, allow_private=settings.webhook_private, resolve=True)
+    if problem:  # not a failure that a retry could mend
+        log.error("webhook %s to %s refused: %s", payload.get("delivery_id"), url, problem)
+        return
     try:
         webhooks.post(url, payload)
     except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis as redis_client
@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from api.context import state
-from shared.webhooks import owed
+from shared.webhooks import owed, target_problem
 from tests.api.conftest import QUEUE_PREFIX
 
 HOOKS = f"{QUEUE_PREFIX}webhooks"
@@ -68,3 +68,40 @@ def test_canceling_a_queued_job_queues_its_webhook(
     [(url, payload)] = queued_deliveries(deliveries)
     assert url == "http://hooks.local/one"
     assert (payload["job_id"], payload["status"]) == (job["id"], "canceled")
+
+
+@pytest.mark.parametrize(("url", "allow_private", "refused"), [
+    ("http://169.254.169.254/latest/meta-data", True, "link-local"),  # cloud metadata
+    ("http://[::ffff:169.254.169.254]/", True, "link-local"),
+    ("http://[fe80::1]/hook", True, "link-local"),
+    ("http://10.1.2.3/hook", True, None),  # a receiver on the farm's network
+    ("http://10.1.2.3/hook", False, "private"),
+    ("http://localhost:9000/hook", False, "private"),
+    ("http://127.0.0.1:9000/hook", True, None),
+    ("https://93.184.215.14/hook", False, None),
+    ("https://hooks.example.com/x", False, None),  # a name: the worker checks what it resolves to
+])
+def test_webhook_targets(url: str, allow_private: bool, refused: str | None) -> None:
+    problem = target_problem(url, allow_private=allow_private, resolve=False)
+    assert (problem is None) if refused is None else (refused in problem)
+
+
+def test_worker_side_check_resolves_names() -> None:
+    assert "private" in target_problem("http://localhost/x", allow_private=False, resolve=True)
+    assert target_problem("http://localhost/x", allow_private=True, resolve=True) is None
+    assert "does not resolve" in target_problem("http://nowhere.invalid/x", allow_private=True,
+                                                resolve=True)
+
+
+def test_api_refuses_webhooks_it_must_not_call(make_app: Callable[..., Flask],
+                                              images: list[str]) -> None:
+    client = make_app(webhook_private=False).test_client()
+    job = {"content": images[0], "styles": [images[1]]}
+    reply = client.post("/v1/jobs", json={**job, "webhook_url": "http://169.254.169.254/x"})
+    assert reply.status_code == 422 and "webhook_url" in reply.json["error"]["fields"]
+    reply = client.post("/v1/batches", json={"jobs": [
+        {**job, "webhook_url": "https://hooks.example.com/ok"},
+        {**job, "webhook_url": "http://192.168.1.5/hook"}]})
+    assert reply.status_code == 422
+    assert list(reply.json["error"]["fields"]) == ["jobs.1.webhook_url"]
+    assert client.get("/v1/jobs").json["items"] == []  # nothing of either was accepted
