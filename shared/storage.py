@@ -45,6 +45,7 @@ class Storage:
     images/ab/abcdef...         uploaded inputs, named by the sha256 of their bytes
     results/<job id>.<ext>      finished renders
     previews/<job id>.jpg       the latest intermediate image of a running job
+    checkpoints/<job id>.pt     a running job after its last completed scale (worker only)
     """
 
     def __init__(self, root: Path) -> None:
@@ -66,6 +67,9 @@ class Storage:
 
     def preview_path(self, job_id: str) -> Path:
         return self.root / "previews" / f"{job_id}.jpg"
+
+    def checkpoint_path(self, job_id: str) -> Path:
+        return self.root / "checkpoints" / f"{job_id}.pt"
 
     def relative(self, path: Path) -> str:
         """The form stored in the database: relative, so the volume can be mounted anywhere."""

@@ -9,6 +9,8 @@ once, and computes its style targets once per scale size), builds the engine's
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -17,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from shared.spec import RenderParams
+from shared.storage import atomic_write
 from worker.engine.images import ImageError, open_image
 
 if TYPE_CHECKING:
     from worker.jobrun import JobInputs
     from worker.runtime import Runtime
 
-__all__ = ["ImageError", "Progress", "is_out_of_memory", "memory_kind", "render"]
+__all__ = ["ImageError", "Progress", "drop_checkpoint", "is_out_of_memory", "memory_kind",
+           "render"]
+log = logging.getLogger(__name__)
 
 _DECODED_CACHE_SIZE = 16
 _STYLE_TARGET_CACHE_SIZE = 64  # (style, scale size) pairs
@@ -103,7 +108,12 @@ style_targets = BoundedCache(_STYLE_TARGET_CACHE_SIZE)
 
 def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
            on_progress: Callable[[Progress], Any]) -> Image.Image:
-    """Run the engine for a job; `on_progress` may raise to stop it within the iteration."""
+    """Run the engine for a job; `on_progress` may raise to stop it within the iteration.
+
+    After each scale the render is checkpointed to the storage volume, and a job that an
+    earlier attempt checkpointed (its worker died) goes on from there, on whichever
+    worker now runs it.
+    """
     from worker.engine.render import RenderSpec
     from worker.engine.render import render as engine_render
 
@@ -121,8 +131,64 @@ def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
             progress=event.fraction, scale=event.scale, scale_count=event.scales,
             iteration=event.iteration, loss=lambda: event.loss, preview=event.preview))
 
-    return engine_render(spec, on_progress=forward, device=runtime.device,
-                         target_cache=style_targets)
+    from worker.engine.checkpoint import CheckpointMismatch
+
+    def run(resume: Any) -> Image.Image:
+        return engine_render(spec, on_progress=forward, device=runtime.device,
+                             target_cache=style_targets, resume=resume,
+                             on_checkpoint=lambda c: save_checkpoint(runtime, inputs, c))
+
+    resume = load_checkpoint(runtime, inputs)
+    try:
+        return run(resume)
+    except CheckpointMismatch as exc:  # made by another version's plan of scales
+        log.warning("job %s: checkpoint does not fit (%s); starting over", inputs.job_id, exc)
+        return run(None)
+
+
+def _fingerprint(inputs: JobInputs) -> dict[str, Any]:
+    """What a checkpoint was made from: one made for other inputs is never resumed."""
+    return {"job": inputs.job_id, "content": inputs.content,
+            "styles": [[sha, weight] for sha, weight in inputs.styles],
+            "init": inputs.init, "params": inputs.params}
+
+
+def save_checkpoint(runtime: Runtime, inputs: JobInputs, checkpoint: Any) -> None:
+    """Write atomically; a checkpoint that cannot be written costs only a later resume."""
+    import torch
+
+    data = {"inputs": _fingerprint(inputs), "checkpoint": checkpoint.to_dict()}
+    try:
+        atomic_write(runtime.storage.checkpoint_path(inputs.job_id),
+                     lambda handle: torch.save(data, handle))
+    except OSError:
+        log.warning("job %s: checkpoint not written", inputs.job_id, exc_info=True)
+
+
+def load_checkpoint(runtime: Runtime, inputs: JobInputs) -> Any:
+    """The job's checkpoint from an earlier attempt, or None (none, unreadable, not ours)."""
+    import torch
+
+    from worker.engine.checkpoint import Checkpoint
+
+    path = runtime.storage.checkpoint_path(inputs.job_id)
+    if not path.exists():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if data["inputs"] != json.loads(json.dumps(_fingerprint(inputs))):
+            raise ValueError("made for other inputs")
+        checkpoint = Checkpoint.from_dict(data["checkpoint"])
+    except Exception as exc:  # a bad checkpoint means starting over, never failing
+        log.warning("job %s: checkpoint ignored (%s)", inputs.job_id, exc)
+        return None
+    log.info("job %s: resuming after scale %d of %d", inputs.job_id, checkpoint.scale + 1,
+             checkpoint.scales)
+    return checkpoint
+
+
+def drop_checkpoint(runtime: Runtime, job_id: str) -> None:
+    runtime.storage.checkpoint_path(job_id).unlink(missing_ok=True)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -170,6 +170,33 @@ def test_worker_killed_mid_job_is_run_again_exactly_once(
     assert farm.job(job_id)["status"] == "succeeded"  # no later delivery undid it
 
 
+def test_worker_killed_after_a_scale_resumes_there_with_the_same_picture(
+        farm: Farm, images: dict[str, str]) -> None:
+    params = {"size": 64, "min_size": 32, "iterations": [4, 4, 150], "seed": 5, "init": "noise"}
+    job_id = farm.submit(images["wide"], images["style2"], **params)
+    checkpoint = farm.storage.checkpoint_path(job_id)
+    farm.wait_for(lambda: (j := farm.job(job_id))["status"] == "running" and j["scale"] == 2,
+                  90, "the job never reached its last scale")
+    assert checkpoint.exists()  # written after scale 1 (0-based), before scale 2 began
+    farm.worker.kill()
+    time.sleep(LEASE_S + 0.5)
+    farm.worker.start()
+    done = farm.wait_status(job_id, {"succeeded", "failed"}, timeout=150)
+    assert done["status"] == "succeeded", (done["error"], farm.worker.output())
+    assert done["attempts"] == 2
+    assert f"job {job_id}: resuming after scale 2 of 3" in farm.worker.output()
+    assert not checkpoint.exists()  # dropped once the job finished
+
+    again = farm.submit(images["wide"], images["style2"], **params)  # never interrupted
+    assert farm.wait_status(again, {"succeeded", "failed"}, timeout=150)["status"] == "succeeded"
+
+    def pixels(job: str) -> bytes:
+        with Image.open(io.BytesIO(farm.client.get(f"/v1/jobs/{job}/result").data)) as image:
+            return image.tobytes()
+
+    assert pixels(job_id) == pixels(again)
+
+
 def test_higher_priority_queues_are_consumed_first(farm: Farm, images: dict[str, str]) -> None:
     blocker = farm.submit(images["wide"], images["style1"], size=64, iterations=[100000])
     farm.wait_status(blocker, {"running"})

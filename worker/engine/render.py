@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams, Scale, plan_scales
 from worker.engine import color, losses
+from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
 from worker.engine.device import pick_device, prepare
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
@@ -83,7 +84,9 @@ ProgressCallback = Callable[[ProgressEvent], Any]
 
 def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
            device: str | torch.device | None = None,
-           target_cache: MutableMapping[Hashable, StyleTargets] | None = None) -> Image.Image:
+           target_cache: MutableMapping[Hashable, StyleTargets] | None = None,
+           on_checkpoint: Callable[[Checkpoint], Any] | None = None,
+           resume: Checkpoint | None = None) -> Image.Image:
     """Render `spec`. `on_progress(event)` runs after every iteration; if it returns
     something truthy the render stops there and raises `Cancelled`. (An exception raised by
     the callback itself propagates unchanged, and stops the render just as promptly.)
@@ -93,8 +96,12 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
 
     `target_cache` (used only when `spec.style_ids` is given) keeps each style's targets
     across renders; the caller bounds its size.
+
+    `on_checkpoint(checkpoint)` runs after each scale but the last; `resume=` one of them
+    continues from there, on any device, to the same picture (bit for bit on the CPU)
+    as a render that was never interrupted.
     """
-    started = time.monotonic()
+    started = time.monotonic() - (resume.elapsed if resume is not None else 0.0)
     params = spec.params
     dev = _device(device)
     prepare(dev)
@@ -112,7 +119,12 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     work_done = 0
     x: torch.Tensor | None = None
     adam_state: AdamState | None = None
-    for scale in plan:
+    if resume is not None:
+        _check_resume(resume, plan)
+        resume = resume.to(dev)
+        x, adam_state = resume.x, resume.adam
+        work_done = sum(s.width * s.height * s.iterations for s in plan[:resume.scale + 1])
+    for scale in plan[0 if resume is None else resume.scale + 1:]:
         style_targets = _style_targets(model, params, scale, styles, spec.style_ids,
                                        layer_weights, dev, target_cache)
         objective = _objective(model, params, scale, content, style_targets, blend,
@@ -136,8 +148,22 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         if isinstance(optimizer, Adam):
             adam_state = optimizer.state
         work_done += scale.width * scale.height * scale.iterations
+        if on_checkpoint is not None and scale.index < len(plan) - 1:
+            on_checkpoint(Checkpoint(scale.index, len(plan), x, adam_state,
+                                     time.monotonic() - started).to(torch.device("cpu")))
     assert x is not None
     return finish(x)
+
+
+def _check_resume(checkpoint: Checkpoint, plan: Sequence[Scale]) -> None:
+    """A checkpoint fits only the plan it came from (same scales, same sizes)."""
+    if checkpoint.scales != len(plan) or not 0 <= checkpoint.scale < len(plan) - 1:
+        raise CheckpointMismatch(f"checkpoint after scale {checkpoint.scale} of "
+                                 f"{checkpoint.scales} does not fit a plan of {len(plan)} scales")
+    done = plan[checkpoint.scale]
+    if tuple(checkpoint.x.shape[-2:]) != (done.height, done.width):
+        raise CheckpointMismatch(f"checkpoint image is {tuple(checkpoint.x.shape[-2:])}, "
+                                 f"scale {checkpoint.scale} is {(done.height, done.width)}")
 
 
 # --------------------------------------------------------------------------- set-up
