@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, render_template_string
+from flask import Blueprint, Flask, current_app, render_template_string
 from flask_smorest import Api
 
 blp = Blueprint("docs", __name__)
@@ -78,8 +78,6 @@ def register(app: Flask, api: Api) -> None:
 
 @blp.get("/docs")
 def page() -> str:
-    from flask import current_app
-
     spec = current_app.extensions["stylefarm_openapi"].spec.to_dict()
     return render_template_string(
         _PAGE, info=spec["info"], secured=bool(spec.get("security")),

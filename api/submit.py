@@ -9,7 +9,7 @@ INSERT (executemany; COPY on PostgreSQL), never one ORM object at a time.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -130,18 +130,12 @@ def insert_jobs(session: Session, jobs: Sequence[dict[str, Any]], *, owner: str,
 _JSON_COLUMNS = ("styles", "params")
 
 
-def _executemany_rows(session: Session, rows: list[dict[str, Any]]) -> None:
-    """SQLite: one executemany on the driver, in the session's transaction.
-
-    Through SQLAlchemy, each of 10,000 rows has every value processed one by one (a
-    JSON dump of the batch's one params dict per row); here each column's processor
-    runs once per distinct object, the same text SQLAlchemy would store.
-    """
-    columns = list(rows[0])
-    dialect = session.get_bind().dialect
-    processors = [Job.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-                  for name in columns]
-    done: dict[tuple[int, int], Any] = {}  # (column, id(value)): the rows keep values alive
+def _driver_values(columns: list[str], rows: list[dict[str, Any]],
+                   processors: list[Callable[[Any], Any] | None]) -> list[tuple[Any, ...]]:
+    """Rows as tuples for the driver, each column's processor run once per distinct value
+    object: a batch's 10,000 rows share one params dict, serialised once, not 10,000 times.
+    Keyed by id(): the rows keep every value alive while this runs."""
+    done: dict[tuple[int, int], Any] = {}
 
     def encode(column: int, value: Any) -> Any:
         process = processors[column]
@@ -152,12 +146,22 @@ def _executemany_rows(session: Session, rows: list[dict[str, Any]]) -> None:
             done[key] = process(value)
         return done[key]
 
-    values = [tuple(encode(i, row[name]) for i, name in enumerate(columns)) for row in rows]
+    return [tuple(encode(i, row[name]) for i, name in enumerate(columns)) for row in rows]
+
+
+def _executemany_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """SQLite: one executemany on the driver, in the session's transaction, with the
+    values SQLAlchemy's column types would bind (its own executemany processes every
+    value of every row one by one)."""
+    columns = list(rows[0])
+    dialect = session.get_bind().dialect
+    processors = [Job.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+                  for name in columns]
     statement = (f"INSERT INTO {Job.__tablename__} ({', '.join(columns)}) "
                  f"VALUES ({', '.join('?' * len(columns))})")
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.executemany(statement, values)
+        cursor.executemany(statement, _driver_values(columns, rows, processors))
     finally:
         cursor.close()
 
@@ -166,24 +170,14 @@ def _copy_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """PostgreSQL: COPY the rows in (psycopg 3), in the session's transaction.
 
     executemany sends one INSERT per row (pipelined), ~1.3 s for 10,000 jobs on two
-    cores; COPY takes a third of that. JSON values shared between rows (the batch's
-    one params dict) are serialised once.
+    cores; COPY takes a third of that. psycopg adapts the other values itself.
     """
     columns = list(rows[0])
-    encoded: dict[int, str] = {}
+    processors = [json.dumps if name in _JSON_COLUMNS else None for name in columns]
     cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(f"COPY {Job.__tablename__} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                values = []
-                for name in columns:
-                    value = row[name]
-                    if name in _JSON_COLUMNS:
-                        text = encoded.get(id(value))
-                        if text is None:
-                            text = encoded[id(value)] = json.dumps(value)
-                        value = text
-                    values.append(value)
+            for values in _driver_values(columns, rows, processors):
                 copy.write_row(values)
     finally:
         cursor.close()

@@ -10,7 +10,6 @@ answer (its message, as the API words it).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -26,7 +25,6 @@ from cli.main import Runner, UsageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 POLL_S = 1.0
 TRANSFERS = 4  # uploads or downloads at a time
-ACTIVE = {"queued", "running", "cancel-requested"}
 MANIFEST = ".stylefarm-{batch}.json"  # in --out: result names for a later `fetch`
 
 
@@ -102,9 +100,11 @@ def image_files(sources: list[str]) -> list[Path]:
 
 def upload(api: Api, paths: list[Path], *, quiet: bool = False) -> dict[Path, str]:
     """Each file's image id, uploading only the images the farm does not have yet."""
+    from shared.storage import sha256_hex
+
     def one(path: Path) -> tuple[Path, str, bool]:
         data = path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_hex(data)
         if api.call("GET", f"/v1/images/{digest}", ok=(404,)).status_code == 200:
             return path, digest, False
         reply = api.json("POST", "/v1/images", files={"file": (path.name, data)})
@@ -228,14 +228,16 @@ def download(api: Api, batch: dict[str, Any], names: dict[str, str], out: Path,
     """Save each succeeded job's result as <content>__<style>.png (names: image id -> stem;
     unnamed images go by the start of their id); report the others. Results already in
     `out` are kept, so a second run fetches only what the first did not."""
+    from shared.models import ACTIVE
     from shared.storage import atomic_write
 
+    active = {status.value for status in ACTIVE}
     out.mkdir(parents=True, exist_ok=True)
     failed, wanted, present, pending = 0, [], 0, 0
     for job in batch_jobs(api, batch["id"]):
         style = "+".join(names.get(s["image"], s["image"][:12]) for s in job["styles"])
         target = out / f"{names.get(job['content'], job['content'][:12])}__{style}.png"
-        if job["status"] in ACTIVE:
+        if job["status"] in active:
             pending += 1
         elif job["status"] != "succeeded":
             failed += 1

@@ -30,6 +30,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from celery.utils.saferepr import saferepr
@@ -158,8 +159,7 @@ def send_many(app: Celery, task: str, messages: Sequence[tuple[str, tuple]],
     """
     if not messages:
         return
-    template = app.amqp.as_task_v2("0", task, args=(), kwargs={}, origin=_ORIGIN,
-                                   ignore_result=None)
+    template = _template(app, task)
     texts: dict[str, str] = {}
     pending: dict[str, list[str]] = {}
     embed = json.dumps(template.body[2])
@@ -214,10 +214,15 @@ def argsrepr(app: Celery, args: tuple) -> str:
     return saferepr(args, app.amqp.argsrepr_maxsize, maxlevels=app.conf.task_repr_maxlevels)
 
 
+def _template(app: Celery, task: str) -> Any:
+    """The protocol-2 message Celery would send for `task` (ids and arguments aside)."""
+    return app.amqp.as_task_v2("0", task, args=(), kwargs={}, origin=_ORIGIN,
+                               ignore_result=None)
+
+
 def warm(app: Celery) -> None:
     """Pay enqueue's first-use costs now (~0.4 s: kombu's transport, the message
     template, a broker connection), so a server's first batch does not."""
-    app.amqp.as_task_v2("0", RENDER_TASK, args=("0",), kwargs={}, origin=_ORIGIN,
-                        ignore_result=None)
+    _template(app, RENDER_TASK)
     with app.connection_for_write() as conn:  # one try: a broker that is down raises now
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)

@@ -8,9 +8,11 @@ defaults that let one machine run the whole stack with nothing installed by hand
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 
 def _env(name: str, default: str) -> str:
@@ -48,9 +50,24 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
 
 
-def _env_list(name: str) -> tuple[str, ...]:
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+    return tuple(item.strip() for item in raw.split(",") if item.strip()) or default
+
+
+def _env_path(name: str, default: Path) -> Path:
+    raw = os.environ.get(name, "")
+    return Path(raw).expanduser().resolve() if raw else default
+
+
+# How each field type is read from its variable (field types are strings here: the
+# module uses `from __future__ import annotations`).
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "str": _env, "int": _env_int, "float": _env_float, "bool": _env_bool,
+    "Path": _env_path, "tuple[str, ...]": _env_list,
+}
+# Fields read from the variables other tools already use, not STYLEFARM_<FIELD>.
+_ENV_NAMES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
 
 
 @dataclass(frozen=True)
@@ -108,30 +125,14 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_dir = Path(_env("STYLEFARM_DATA_DIR", "stylefarm-data")).expanduser().resolve()
-        return cls(
-            data_dir=data_dir,
-            database_url=_env("DATABASE_URL", ""),
-            redis_url=_env("REDIS_URL", ""),
-            max_input_pixels=_env_int("STYLEFARM_MAX_INPUT_PIXELS", cls.max_input_pixels),
-            max_upload_bytes=_env_int("STYLEFARM_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
-            max_output_pixels=_env_int("STYLEFARM_MAX_OUTPUT_PIXELS", cls.max_output_pixels),
-            max_batch_jobs=_env_int("STYLEFARM_MAX_BATCH_JOBS", cls.max_batch_jobs),
-            api_keys=_env_list("STYLEFARM_API_KEYS"),
-            device=_env("STYLEFARM_DEVICE", "auto"),
-            max_attempts=_env_int("STYLEFARM_MAX_ATTEMPTS", cls.max_attempts),
-            job_soft_time_limit=_env_int("STYLEFARM_JOB_SOFT_TIME_LIMIT", cls.job_soft_time_limit),
-            job_hard_time_limit=_env_int("STYLEFARM_JOB_HARD_TIME_LIMIT", cls.job_hard_time_limit),
-            progress_interval=_env_float("STYLEFARM_PROGRESS_INTERVAL", cls.progress_interval),
-            queue_prefix=_env("STYLEFARM_QUEUE_PREFIX", cls.queue_prefix),
-            lease_seconds=_env_float("STYLEFARM_LEASE_SECONDS", cls.lease_seconds),
-            visibility_timeout=_env_int("STYLEFARM_VISIBILITY_TIMEOUT", cls.visibility_timeout),
-            public_url=_env("STYLEFARM_PUBLIC_URL", cls.public_url),
-            webhook_max_retries=_env_int("STYLEFARM_WEBHOOK_MAX_RETRIES", cls.webhook_max_retries),
-            webhook_backoff=_env_float("STYLEFARM_WEBHOOK_BACKOFF", cls.webhook_backoff),
-            webhook_private=_env_bool("STYLEFARM_WEBHOOK_PRIVATE", cls.webhook_private),
-            preview_interval=_env_float("STYLEFARM_PREVIEW_INTERVAL", cls.preview_interval),
-        )
+        """Each field from STYLEFARM_<FIELD> (see _ENV_NAMES for the exceptions), parsed
+        by its type; unset or empty means the default."""
+        values = {}
+        for spec in fields(cls):
+            default = spec.default if spec.default is not MISSING else spec.default_factory()
+            name = _ENV_NAMES.get(spec.name, f"STYLEFARM_{spec.name.upper()}")
+            values[spec.name] = _PARSERS[spec.type](name, default)
+        return cls(**values)
 
     @property
     def effective_database_url(self) -> str:

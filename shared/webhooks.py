@@ -71,9 +71,9 @@ def owed(session: Session, job_ids: list[str], settings: Settings) -> list[tuple
     the finished jobs' own, and their batches' where no job of the batch is active."""
     candidates: list[tuple[str, dict]] = []
     batch_ids: set[str] = set()
+    finished = Job.status.not_in([status.value for status in ACTIVE])
     for start in range(0, len(job_ids), _CHUNK):
         chunk = job_ids[start:start + _CHUNK]
-        finished = Job.status.not_in([status.value for status in ACTIVE])
         for job in session.scalars(select(Job).where(
                 Job.id.in_(chunk), finished, Job.webhook_url.is_not(None))):
             candidates.append((job.webhook_url, job_payload(job, settings)))

@@ -110,7 +110,18 @@ class Reporter:
 
 
 def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
-    """Render a claimed job and record the outcome; returns what was recorded."""
+    """Render a claimed job and record the outcome; returns what was recorded.
+
+    Once the job has finished, whatever way, its checkpoint goes; a lost job's belongs
+    to the worker that holds the job now.
+    """
+    outcome = _run(runtime, inputs)
+    if outcome is not Outcome.LOST:
+        engine_adapter.drop_checkpoint(runtime, inputs.job_id)
+    return outcome
+
+
+def _run(runtime: Runtime, inputs: JobInputs) -> Outcome:
     heartbeat = Heartbeat(runtime, inputs.job_id)
     reporter = Reporter(runtime, inputs.job_id, heartbeat)
     try:
@@ -122,7 +133,6 @@ def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         if stop.outcome is Outcome.CANCELED:
             with session_scope(runtime.db) as session:
                 transitions.finish_canceled(session, inputs.job_id, runtime.name)
-            engine_adapter.drop_checkpoint(runtime, inputs.job_id)
         log.info("job %s stopped: %s", inputs.job_id, stop.outcome)
         return stop.outcome
     except Exception as exc:
@@ -130,14 +140,10 @@ def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         log.exception("job %s failed: %s", inputs.job_id, message)
         with session_scope(runtime.db) as session:
             done = transitions.fail(session, inputs.job_id, runtime.name, message)
-        if done:
-            engine_adapter.drop_checkpoint(runtime, inputs.job_id)
         return Outcome.FAILED if done else Outcome.LOST
     with session_scope(runtime.db) as session:
         done = transitions.succeed(
             session, inputs.job_id, runtime.name, runtime.storage.relative(path))
-    if done:  # a lost job's checkpoint belongs to the worker that holds the job now
-        engine_adapter.drop_checkpoint(runtime, inputs.job_id)
     return Outcome.SUCCEEDED if done else Outcome.LOST
 
 
