@@ -95,6 +95,9 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
+    # Convolutions on a GPU: "auto" (bf16, or fp16 where bf16 is missing) or "fp32"
+    # (slower; the CPU's arithmetic, for comparing pictures across devices).
+    precision: str = "auto"
     # A job that fails this many deliveries (worker deaths included) is marked failed.
     max_attempts: int = 3
     # Seconds a running job may take before the worker aborts it (soft) / is killed (hard).

