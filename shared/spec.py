@@ -17,6 +17,8 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, post_load, validate, validates_schema
 from marshmallow import fields as mf
 
+from shared.fields import harden
+
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "wasserstein")
 COLOR_MODES = ("none", "luminance", "histogram")
@@ -24,6 +26,10 @@ INITS = ("content", "noise", "image")
 POOLINGS = ("max", "avg")
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Bounds of the lists a request may carry: more styles than this is not a blend anyone
+# can see, and a schedule from 16 px to 16384 px in steps of 1.05 has 143 scales.
+MAX_STYLES = 16
+MAX_SCALES = 160
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -59,7 +65,7 @@ class RenderParams:
         "ratio between the long sides of successive scales")
     iterations: tuple[int, ...] | None = _param(
         None, mf.List(mf.Integer(validate=validate.Range(1, 100_000)), allow_none=True,
-                      validate=validate.Length(min=1)),
+                      validate=validate.Length(min=1, max=MAX_SCALES)),
         "optimizer iterations per scale: one value for every scale, or one per scale")
     optimizer: str = _param("lbfgs", _choice(OPTIMIZERS), "lbfgs or adam")
     lbfgs_history: int = _param(
@@ -79,7 +85,7 @@ class RenderParams:
         0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
         None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True,
-                      validate=validate.Length(min=1)),
+                      validate=validate.Length(min=1, max=MAX_STYLES)),
         "blend weight of each style image, in order (normalised to sum 1; default equal)")
     style_layer_weights: dict[str, float] = _param(
         dict.fromkeys(STYLE_LAYERS, 1.0),
@@ -117,7 +123,7 @@ def _schema_fields() -> dict[str, mf.Field]:
     """Marshmallow fields built from the dataclass: its defaults and help become theirs."""
     built: dict[str, mf.Field] = {}
     for f in fields(RenderParams):
-        schema_field = copy.deepcopy(f.metadata["field"])
+        schema_field = harden(copy.deepcopy(f.metadata["field"]))
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         schema_field.load_default = default
         schema_field.metadata = {**schema_field.metadata, "description": f.metadata["help"]}
