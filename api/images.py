@@ -11,7 +11,7 @@ import io
 import warnings
 from typing import Any
 
-from flask import send_file
+from flask import request, send_file
 from flask.views import MethodView
 from PIL import ExifTags
 from PIL import Image as PILImage
@@ -80,13 +80,18 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
 @blp.route("")
 class Images(MethodView):
     @blp.arguments(UploadSchema, location="files")
-    @blp.response(201, ImageOutSchema, description="stored (200 when it was there already)")
+    @blp.response(201, ImageOutSchema, description="stored")
+    @blp.alt_response(200, schema=ImageOutSchema, description="these bytes were stored already")
     @blp.alt_response(413, description="over max_upload_bytes or max_input_pixels")
     @blp.alt_response(415, description="not an image")
     @blp.alt_response(422, description="truncated or corrupt image")
     @idempotency.idempotent
     def post(self, files: dict[str, Any]) -> Any:
         """Upload an image (multipart/form-data, field `file`)."""
+        extra = sorted((set(request.form) | set(request.files)) - {"file"})
+        if extra:
+            raise ApiError(422, "unknown form fields: send only `file`",
+                           {name: ["unknown field"] for name in extra})
         upload = files["file"]
         limit = settings().max_upload_bytes
         data = upload.stream.read(limit + 1)

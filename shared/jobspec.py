@@ -78,7 +78,8 @@ def webhook_url() -> mf.URL:
     return mf.URL(
         schemes={"http", "https"}, require_tld=False, allow_none=True, load_default=None,
         validate=validate.Length(max=2000),
-        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes"},
+        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes",
+                  "pattern": r"^https?://[^\s/?#]+([/?#]\S*)?$"},
     )
 
 
