@@ -15,11 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from cli.services import free_port
+from cli.services import free_port, wait_for_health
 from shared.migrate import upgrade
 from shared.settings import Settings
 
@@ -49,16 +48,8 @@ def live_api(settings: Settings) -> Iterator[str]:
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the API did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        if not wait_for_health(url, proc, 120):
+            pytest.fail(f"the API did not start:\n{log.read_text()[-3000:]}")
         yield url
     finally:
         proc.terminate()
