@@ -36,7 +36,7 @@ class _Api(Api):
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
-    from api import auth, batches, context, docs, errors, health, images, jobs
+    from api import auth, batches, context, docs, errors, health, images, jobs, parsing
 
     settings = settings or get_settings()
     url = settings.effective_database_url
@@ -78,16 +78,26 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
     docs.register(app, api)
 
     errors.register(app)
+    app.before_request(parsing.limit_body)
+    app.before_request(parsing.refuse_nul)
     app.before_request(auth.authenticate)
     app.before_request(lambda: set_batch_limit(settings.max_batch_jobs))
     app.before_request(_start_clock)
     app.after_request(_server_timing)
+    app.after_request(_no_sniffing)
     app.teardown_appcontext(context.close_db)
     return app
 
 
 def _start_clock() -> None:
     g.request_started = time.perf_counter()
+
+
+def _no_sniffing(response: Response) -> Response:
+    """Browsers take every reply as the type it says, never as what its bytes look like:
+    an uploaded image that is also valid HTML stays an image."""
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _server_timing(response: Response) -> Response:

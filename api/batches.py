@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import func, insert, select
 
 from api import idempotency
 from api.context import announce, db, owner, settings
 from api.errors import ApiError
 from api.jobs import enqueue_or_fail
+from api.parsing import Blueprint
 from api.present import aware
 from api.schemas import BatchOutSchema, CancelOutSchema
 from api.submit import check_jobs, check_webhooks, insert_jobs

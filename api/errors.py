@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, has_request_context, jsonify, request
 from marshmallow import Schema
 from marshmallow import fields as mf
 from werkzeug.exceptions import HTTPException
@@ -21,6 +21,12 @@ from werkzeug.exceptions import HTTPException
 from shared.jobspec import flatten_errors
 
 log = logging.getLogger(__name__)
+
+# An error reply stays small whatever the request was: the first fields at fault, the
+# first messages of each, each message cut short.
+MAX_FIELDS = 50
+MAX_MESSAGES = 5
+MAX_MESSAGE_CHARS = 500
 
 
 class ApiError(Exception):
@@ -51,14 +57,24 @@ class ErrorSchema(Schema):
 
 def error_response(status: int, message: str, fields: Mapping[str, list[str]] | None = None,
                    headers: Mapping[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"status": status, "message": message}
+    body: dict[str, Any] = {"status": status, "message": message[:MAX_MESSAGE_CHARS]}
     if fields:
-        body["fields"] = dict(fields)
+        body["fields"] = bounded(fields)
     response = jsonify({"error": body})
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
+
+
+def bounded(fields: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """At most MAX_FIELDS fields, MAX_MESSAGES messages each, MAX_MESSAGE_CHARS per message;
+    a `_more` entry says how many fields were left out."""
+    kept = {name[:MAX_MESSAGE_CHARS]: [str(m)[:MAX_MESSAGE_CHARS] for m in messages[:MAX_MESSAGES]]
+            for name, messages in list(fields.items())[:MAX_FIELDS]}
+    if len(fields) > MAX_FIELDS:
+        kept["_more"] = [f"{len(fields) - MAX_FIELDS} more fields are at fault"]
+    return kept
 
 
 def _validation_fields(messages: Any) -> dict[str, list[str]]:
@@ -84,9 +100,9 @@ def handle_http_exception(error: HTTPException) -> Response:
         message = "the request is invalid: see fields"
         if status == 400 and fields:
             status = 422
-    if status == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        message = f"the request body is over the limit of {limit} bytes"
+    if status == 413 and has_request_context():
+        message = f"the request body is over the limit of {request.max_content_length} bytes"
+        fields = {"body": ["too large"]}
     # Keep headers that mean something (Allow on a 405, WWW-Authenticate...), not its HTML type.
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     headers.update(data.get("headers") or {})

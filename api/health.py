@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from api.context import settings, state
+from api.parsing import Blueprint
 
 blp = Blueprint("health", __name__, description="Liveness and dependencies, for load "
                                                 "balancers and `stylefarm up`.")

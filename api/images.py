@@ -11,15 +11,16 @@ import io
 import warnings
 from typing import Any
 
-from flask import send_file
+from flask import request, send_file
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from PIL import ExifTags
 from PIL import Image as PILImage
 from sqlalchemy.exc import IntegrityError
 
 from api import idempotency
 from api.context import db, settings, storage
 from api.errors import ApiError
+from api.parsing import Blueprint
 from api.schemas import ImageOutSchema, UploadSchema
 from shared.models import Image
 from shared.storage import sha256_hex
@@ -27,6 +28,9 @@ from shared.storage import sha256_hex
 blp = Blueprint("images", __name__, url_prefix="/v1/images",
                 description="Upload content, style and init images (shared by everyone: "
                             "an image's id is the sha256 of its bytes).")
+
+# EXIF orientations that turn the picture a quarter: its upright width is the stored height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "BMP": "image/bmp",
            "TIFF": "image/tiff", "GIF": "image/gif", "MPO": "image/jpeg"}
@@ -39,7 +43,11 @@ def image_view(image: Image) -> dict[str, Any]:
 
 
 def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
-    """(width, height, format) of a complete, decodable image within the pixel limit."""
+    """(width, height, format) of a complete, decodable image within the pixel limit.
+
+    The size is the upright one, after the EXIF orientation that the worker applies when
+    it decodes the image (worker/engine/images.py), so output sizes are planned on it.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
@@ -61,6 +69,8 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
                 image.load()
+            if image.getexif().get(ExifTags.Base.Orientation, 1) in _QUARTER_TURNS:
+                width, height = height, width
         except Exception as exc:
             raise ApiError(422, f"the image is truncated or corrupt: {exc}",
                            {"file": ["truncated or corrupt"]}) from None
@@ -70,13 +80,18 @@ def inspect(data: bytes, max_pixels: int) -> tuple[int, int, str]:
 @blp.route("")
 class Images(MethodView):
     @blp.arguments(UploadSchema, location="files")
-    @blp.response(201, ImageOutSchema, description="stored (200 when it was there already)")
+    @blp.response(201, ImageOutSchema, description="stored")
+    @blp.alt_response(200, schema=ImageOutSchema, description="these bytes were stored already")
     @blp.alt_response(413, description="over max_upload_bytes or max_input_pixels")
     @blp.alt_response(415, description="not an image")
     @blp.alt_response(422, description="truncated or corrupt image")
     @idempotency.idempotent
     def post(self, files: dict[str, Any]) -> Any:
         """Upload an image (multipart/form-data, field `file`)."""
+        extra = sorted((set(request.form) | set(request.files)) - {"file"})
+        if extra:
+            raise ApiError(422, "unknown form fields: send only `file`",
+                           {name: ["unknown field"] for name in extra})
         upload = files["file"]
         limit = settings().max_upload_bytes
         data = upload.stream.read(limit + 1)
@@ -124,8 +139,14 @@ class ImageFile(MethodView):
     def get(self, image_id: str) -> Any:
         """The uploaded file itself."""
         image = _get(image_id)
-        return send_file(storage().image_path(image.id), mimetype=FORMATS.get(image.format),
-                         conditional=True, etag=image.id, max_age=31_536_000)
+        # The type comes from our own list, by the format Pillow found at upload, never from
+        # the client; nosniff (set on every reply) and the sandbox keep a browser from
+        # running a file that is also HTML or script as anything but an image.
+        response = send_file(storage().image_path(image.id),
+                             mimetype=FORMATS.get(image.format, "application/octet-stream"),
+                             conditional=True, etag=image.id, max_age=31_536_000)
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
 
 
 def _get(image_id: str) -> Image:

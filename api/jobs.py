@@ -11,13 +11,13 @@ from urllib.parse import urlencode
 
 from flask import send_file
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 from sqlalchemy import and_, or_, select, update
 
 from api import idempotency
 from api.context import announce, db, enqueue, owner, settings, storage
 from api.errors import ApiError
+from api.parsing import Blueprint
 from api.present import aware, job_view
 from api.schemas import JobListArgsSchema, JobOutSchema, JobPageSchema
 from api.submit import check_jobs, check_webhooks, insert_jobs
@@ -117,7 +117,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         moment = aware(datetime.fromisoformat(created))
-        if not isinstance(job_id, str) or moment is None:
+        if not isinstance(job_id, str) or "\x00" in job_id or moment is None:
             raise ValueError(job_id)
         return moment, job_id
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):

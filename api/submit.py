@@ -18,11 +18,31 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from shared.models import Image, Job, Status, new_id
-from shared.spec import RenderParams, output_size
+from shared.spec import RenderParams, output_size, plan_scales
 from shared.webhooks import target_problem
 
 _CHUNK = 1000
 _MAX_REPORTED = 20
+# VGG-19 halves an image four times before its last style layer (relu5_1): a side under
+# 16 px leaves nothing there, and the render fails, or makes a sliver of a picture.
+MIN_SIDE = 16
+
+
+def picture_problem(params: RenderParams, content_width: int, content_height: int) -> str | None:
+    """Why this content and these parameters cannot make a picture, or None.
+
+    Every scale of the schedule, the coarsest included, needs both sides of MIN_SIDE
+    pixels: a 1x20000 content at size 48 would otherwise "succeed" as a 1x48 image.
+    """
+    plan = plan_scales(params, content_width, content_height)
+    for scale in plan:
+        if min(scale.width, scale.height) < MIN_SIDE:
+            which = "the output" if scale is plan[-1] else f"scale {scale.index} of the schedule"
+            return (f"{which} would be {scale.width}x{scale.height} pixels (content "
+                    f"{content_width}x{content_height}): every scale needs both sides of at "
+                    f"least {MIN_SIDE} px for the network to see a picture; raise size or "
+                    f"min_size, or use a content image of a less extreme shape")
+    return None
 
 
 def image_sizes(session: Session, ids: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -73,15 +93,17 @@ def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixe
         if key not in checked:
             checked[key] = output_size(params, *content)
             width, height = checked[key]
+            name = "params.width" if params.width is not None else "params.size"
             if width * height > max_output_pixels:
-                name = "params.width" if params.width is not None else "params.size"
                 fields[f"{prefix}{name}"] = [
                     f"output would be {width}x{height} = {width * height} pixels, over the "
                     f"limit of {max_output_pixels}"]
-                if len(fields) >= _MAX_REPORTED:
-                    break
+            elif problem := picture_problem(params, *content):
+                fields[f"{prefix}{name}"] = [problem]
+            if len(fields) >= _MAX_REPORTED:
+                break
     if fields:
-        raise ApiError(422, "the output is too large", fields)
+        raise ApiError(422, "the output is too large, or too thin to be a picture", fields)
     return sizes
 
 

@@ -72,6 +72,19 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _number(text: Any) -> Any:
+    """A command-line word as the JSON number it spells, else unchanged: the schema takes
+    numbers only as numbers (an API client's "48" is refused), and the shell has only words."""
+    if not isinstance(text, str):
+        return text
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def params_from_args(args: argparse.Namespace, **extra: Any) -> RenderParams:
     """Build RenderParams through the schema; errors name the option as the user typed it."""
     raw: dict[str, Any] = dict(extra)
@@ -83,7 +96,7 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> RenderParams:
             value = _parse_pairs(option_name(f.name), value)
         if isinstance(value, str) and value.lower() == "none" and f.metadata["field"].allow_none:
             value = None
-        raw[f.name] = value
+        raw[f.name] = [_number(v) for v in value] if isinstance(value, list) else _number(value)
     try:
         return RenderParams.from_dict(raw)
     except ValidationError as exc:

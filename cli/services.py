@@ -48,6 +48,23 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def wait_for_health(base_url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll `base_url`/healthz until it answers 200 (True), or until `proc` exits or the
+    time is up (False)."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 class Stopped(Exception):
     """SIGTERM arrived: stop like Ctrl-C."""
 

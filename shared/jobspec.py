@@ -29,12 +29,15 @@ from marshmallow import (
 )
 from marshmallow import fields as mf
 
-from shared.spec import RenderParams, RenderParamsSchema
+from shared.fields import BoundedList, StrictFloat
+from shared.spec import MAX_STYLES, RenderParams, RenderParamsSchema
 
 IMAGE_ID = r"^[0-9a-f]{64}$"
 _IMAGE_ID = re.compile(IMAGE_ID)
 PRIORITY_MIN, PRIORITY_MAX = -10, 10
 DEFAULT_MAX_BATCH_JOBS = 10_000
+# A batch with many invalid jobs is answered after this many: the reply stays small.
+MAX_REPORTED_JOBS = 20
 
 # The most jobs one batch request may create; the API sets it from its settings per request.
 _max_batch_jobs: ContextVar[int] = ContextVar("max_batch_jobs", default=DEFAULT_MAX_BATCH_JOBS)
@@ -75,13 +78,14 @@ def webhook_url() -> mf.URL:
     return mf.URL(
         schemes={"http", "https"}, require_tld=False, allow_none=True, load_default=None,
         validate=validate.Length(max=2000),
-        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes"},
+        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes",
+                  "pattern": r"^https?://[^\s/?#]+([/?#]\S*)?$"},
     )
 
 
 def priority(**kwargs: Any) -> mf.Integer:
     return mf.Integer(
-        validate=validate.Range(PRIORITY_MIN, PRIORITY_MAX),
+        strict=True, validate=validate.Range(PRIORITY_MIN, PRIORITY_MAX),
         metadata={"description": f"{PRIORITY_MIN}..{PRIORITY_MAX}; higher runs sooner"},
         **kwargs,
     )
@@ -89,7 +93,7 @@ def priority(**kwargs: Any) -> mf.Integer:
 
 class StyleRefSchema(_Strict):
     image = image_id(required=True)
-    weight = mf.Float(
+    weight = StrictFloat(
         load_default=1.0,
         validate=validate.Range(0, 1e6, min_inclusive=False),
         metadata={"description": "relative weight of this style (> 0); weights are normalised"},
@@ -104,7 +108,8 @@ class StyleRef(mf.Field):
             {"type": "string", "pattern": IMAGE_ID},
             {"type": "object", "required": ["image"], "additionalProperties": False,
              "properties": {"image": {"type": "string", "pattern": IMAGE_ID},
-                            "weight": {"type": "number", "exclusiveMinimum": 0,
+                            "weight": {"type": "number", "minimum": 0,
+                                       "exclusiveMinimum": True, "maximum": 1e6,
                                        "default": 1.0}}},
         ]
         super().__init__(metadata={"oneOf": one_of}, **kwargs)
@@ -119,8 +124,9 @@ class StyleRef(mf.Field):
 
 
 def styles_field() -> mf.List:
-    return mf.List(StyleRef(), required=True, validate=validate.Length(min=1, max=16),
-                   metadata={"description": "style images and their weights (1 to 16)"})
+    return BoundedList(StyleRef(), required=True, validate=validate.Length(min=1, max=MAX_STYLES),
+                       metadata={"description": f"style images and their weights (1 to "
+                                                f"{MAX_STYLES})"})
 
 
 def params_field(**kwargs: Any) -> mf.Nested:
@@ -128,15 +134,24 @@ def params_field(**kwargs: Any) -> mf.Nested:
                      "any left out take their defaults"}, **kwargs)
 
 
-def _check_init(data: Mapping[str, Any], prefix: str = "") -> None:
+def _check_job(data: Mapping[str, Any], n_styles: int) -> None:
+    """The rules between a job's fields: init image and init mode, one weight per style."""
     params: RenderParams | None = data.get("params")
     init_image = data.get("init_image")
     if params is None:
         return
+    weights = params.style_weights
+    if weights is not None:
+        if len(weights) != n_styles:
+            raise ValidationError(
+                f"{len(weights)} weights for {n_styles} style image(s): give one per style, "
+                f"or give each style's weight in styles[].weight", "params.style_weights")
+        if not any(weight > 0 for weight in weights):
+            raise ValidationError("at least one weight must be above 0", "params.style_weights")
     if params.init == "image" and not init_image:
-        raise ValidationError("params.init is 'image': give init_image", f"{prefix}init_image")
+        raise ValidationError("params.init is 'image': give init_image", "init_image")
     if init_image and params.init != "image":
-        raise ValidationError("an init_image needs params.init = 'image'", f"{prefix}init_image")
+        raise ValidationError("an init_image needs params.init = 'image'", "init_image")
 
 
 class JobCreateSchema(_Strict):
@@ -150,8 +165,8 @@ class JobCreateSchema(_Strict):
     webhook_url = webhook_url()
 
     @validates_schema
-    def _init(self, data: dict[str, Any], **_: Any) -> None:
-        _check_init(data)
+    def _together(self, data: dict[str, Any], **_: Any) -> None:
+        _check_job(data, len(data.get("styles") or ()))
 
 
 class JobList(mf.List):
@@ -176,6 +191,8 @@ class JobList(mf.List):
         loaded: list[dict[str, Any]] = []
         errors: dict[int, Any] = {}
         for index, job in enumerate(value):
+            if len(errors) >= MAX_REPORTED_JOBS:
+                break  # enough to act on; validating the rest would only cost time
             if not isinstance(job, Mapping):
                 errors[index] = {"_schema": ["a job is an object"]}
                 continue
@@ -214,7 +231,8 @@ class BatchCreateSchema(_Strict):
     jobs = JobList(validate=validate.Length(min=1),
                    metadata={"description": "complete jobs (give this, or contents and styles)"})
     contents = mf.List(image_id(), validate=validate.Length(min=1),
-                       metadata={"description": "content images, each rendered with every style"})
+                       metadata={"description": "content images, each rendered with every style "
+                                                "(contents x styles: at most max_batch_jobs)"})
     styles = mf.List(StyleRef(), validate=validate.Length(min=1),
                      metadata={"description": "styles: each one is a job of its own with every "
                                               "content image"})
@@ -231,6 +249,10 @@ class BatchCreateSchema(_Strict):
         jobs, contents, styles = data.get("jobs"), data.get("contents"), data.get("styles")
         if isinstance(jobs, list) and len(jobs) > limit:
             raise ValidationError(f"at most {limit} jobs per batch, got {len(jobs)}", "jobs")
+        for name, items in (("contents", contents), ("styles", styles)):
+            if isinstance(items, list) and len(items) > limit:
+                raise ValidationError(f"at most {limit} jobs per batch, got {len(items)} {name}",
+                                      name)
         if isinstance(contents, list) and isinstance(styles, list):
             count = len(contents) * len(styles)
             if count > limit:
@@ -251,8 +273,9 @@ class BatchCreateSchema(_Strict):
         for name in ("contents", "styles"):
             if name not in data:
                 raise ValidationError("give jobs, or contents and styles", name)
-        _check_init({"params": data.get("params", RenderParams()),
-                     "init_image": data.get("init_image")})
+        # Each job of the pairs form has one style of its own.
+        _check_job({"params": data.get("params", RenderParams()),
+                    "init_image": data.get("init_image")}, 1)
 
     @post_load
     def _defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -91,6 +91,8 @@ class Settings:
     max_output_pixels: int = 40_000_000
     # Most jobs one POST /v1/batches may create.
     max_batch_jobs: int = 10_000
+    # Largest request body other than an upload (JSON): a full 10,000-job batch is ~5 MB.
+    max_request_bytes: int = 16 * 1024 * 1024
     # Bearer tokens accepted by the API; empty means no authentication.
     api_keys: tuple[str, ...] = ()
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...

@@ -17,6 +17,8 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, post_load, validate, validates_schema
 from marshmallow import fields as mf
 
+from shared.fields import harden
+
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "wasserstein")
 COLOR_MODES = ("none", "luminance", "histogram")
@@ -33,6 +35,10 @@ DEFAULT_LAYER_WEIGHTS = {"relu1_1": 256.0, "relu2_1": 64.0, "relu3_1": 16.0, "re
 # The style image is never worked on at a long side above this (memory and time: its forward
 # pass would otherwise grow with style_scale² at 4K), whatever style_scale or style_size say.
 MAX_STYLE_SIDE = 4096
+# Bounds of the lists a request may carry: more styles than this is not a blend anyone
+# can see, and a schedule from 16 px to 16384 px in steps of 1.05 has 143 scales.
+MAX_STYLES = 16
+MAX_SCALES = 160
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -68,7 +74,7 @@ class RenderParams:
         "ratio between the long sides of successive scales")
     iterations: tuple[int, ...] | None = _param(
         None, mf.List(mf.Integer(validate=validate.Range(1, 100_000)), allow_none=True,
-                      validate=validate.Length(min=1)),
+                      validate=validate.Length(min=1, max=MAX_SCALES)),
         "optimizer iterations per scale: one value for every scale, or one per scale")
     optimizer: str = _param("lbfgs", _choice(OPTIMIZERS), "lbfgs or adam")
     lbfgs_history: int = _param(
@@ -88,7 +94,7 @@ class RenderParams:
         0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
         None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True,
-                      validate=validate.Length(min=1)),
+                      validate=validate.Length(min=1, max=MAX_STYLES)),
         "blend weight of each style image, in order (normalised to sum 1; default equal)")
     style_layer_weights: dict[str, float] = _param(
         DEFAULT_LAYER_WEIGHTS,
@@ -136,7 +142,7 @@ def _schema_fields() -> dict[str, mf.Field]:
     """Marshmallow fields built from the dataclass: its defaults and help become theirs."""
     built: dict[str, mf.Field] = {}
     for f in fields(RenderParams):
-        schema_field = copy.deepcopy(f.metadata["field"])
+        schema_field = harden(copy.deepcopy(f.metadata["field"]))
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         schema_field.load_default = default
         schema_field.metadata = {**schema_field.metadata, "description": f.metadata["help"]}

@@ -128,12 +128,31 @@ def target_problem(url: str, *, allow_private: bool, resolve: bool) -> str | Non
             address = ipaddress.ip_address(text.split("%", 1)[0])
         except ValueError:
             continue  # a name, checked when the worker resolves it
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if address.is_link_local or address.is_multicast or address.is_unspecified:
-            return f"{host} is a link-local, multicast or unspecified address"
-        if not allow_private and (address.is_private or address.is_loopback
-                                  or address.is_reserved):
-            return f"{host} is a private address, and this farm sends webhooks only outside"
+        for each in _and_embedded(address):
+            if each.is_link_local or each.is_multicast or each.is_unspecified:
+                return f"{host} is a link-local, multicast or unspecified address"
+            if not allow_private and not each.is_global:
+                return (f"{host} is not a global address ({each}), and this farm sends "
+                        f"webhooks only to the internet")
     return None
+
+
+def _and_embedded(address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The address, and the IPv4 address an IPv6 one carries (mapped, 6to4, Teredo,
+    NAT64), which is where a packet to it may end up: each must pass."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            found.append(address.ipv4_mapped)
+        if address.sixtofour:
+            found.append(address.sixtofour)
+        if address.teredo:
+            found.extend(address.teredo)
+        if address in _NAT64:
+            found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 

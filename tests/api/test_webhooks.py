@@ -75,8 +75,19 @@ def test_canceling_a_queued_job_queues_its_webhook(
     ("http://[::ffff:169.254.169.254]/", True, "link-local"),
     ("http://[fe80::1]/hook", True, "link-local"),
     ("http://10.1.2.3/hook", True, None),  # a receiver on the farm's network
-    ("http://10.1.2.3/hook", False, "private"),
-    ("http://localhost:9000/hook", False, "private"),
+    ("http://10.1.2.3/hook", False, "not a global address"),
+    ("http://localhost:9000/hook", False, "not a global address"),
+    # Not private, not global either: carrier-grade NAT, benchmarking, reserved, documentation.
+    ("http://100.64.0.1/hook", False, "not a global address"),
+    ("http://100.127.255.254/hook", False, "not a global address"),
+    ("http://198.18.0.1/hook", False, "not a global address"),
+    ("http://240.0.0.1/hook", False, "not a global address"),
+    ("http://[2001:db8::1]/hook", False, "not a global address"),
+    # IPv6 that carries a private IPv4 address: 6to4, NAT64, mapped.
+    ("http://[2002:a00:1::]/hook", False, "(10.0.0.1)"),
+    ("http://[64:ff9b::a00:1]/hook", False, "(10.0.0.1)"),
+    ("http://[::ffff:100.64.0.1]/hook", False, "not a global address"),
+    ("http://100.64.0.1/hook", True, None),  # a farm that allows private targets
     ("http://127.0.0.1:9000/hook", True, None),
     ("https://93.184.215.14/hook", False, None),
     ("https://hooks.example.com/x", False, None),  # a name: the worker checks what it resolves to
@@ -87,7 +98,8 @@ def test_webhook_targets(url: str, allow_private: bool, refused: str | None) -> 
 
 
 def test_worker_side_check_resolves_names() -> None:
-    assert "private" in target_problem("http://localhost/x", allow_private=False, resolve=True)
+    assert "not a global" in target_problem("http://localhost/x", allow_private=False,
+                                            resolve=True)
     assert target_problem("http://localhost/x", allow_private=True, resolve=True) is None
     assert "does not resolve" in target_problem("http://nowhere.invalid/x", allow_private=True,
                                                 resolve=True)

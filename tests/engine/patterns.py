@@ -57,3 +57,20 @@ def chroma_mean(image: Image.Image) -> np.ndarray:
                           [0.595716, -0.274453, -0.321263],
                           [0.211456, -0.522591, 0.311135]]).T
     return yiq[:, 1:].mean(0)
+
+
+def sideways_jpeg(width: int = 48, height: int = 32) -> bytes:
+    """A JPEG stored `width` x `height` with EXIF orientation 6 ("turn 90° clockwise to
+    view"), as a phone held upright writes it: upright, it is `height` x `width`.
+
+    The stored picture is red on its left half, blue on its right, so upright the red is
+    on top."""
+    import io
+
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, width // 2, height))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, exif=exif)
+    return buffer.getvalue()

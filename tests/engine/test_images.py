@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.engine.patterns import gradient, noise
+from tests.engine.patterns import gradient, noise, sideways_jpeg
 from worker.engine.images import (
     ImageError,
     open_image,
@@ -91,3 +91,15 @@ def test_tensor_round_trip_is_exact() -> None:
     tensor = to_tensor(image)
     assert tensor.shape == (1, 3, 17, 33)
     assert to_pil(tensor).tobytes() == image.tobytes()
+
+
+def test_exif_orientation_is_applied_when_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(sideways_jpeg(48, 32))
+    with Image.open(path) as stored:
+        assert stored.size == (48, 32)  # as the sensor saw it
+    image = open_image(path, 10_000)
+    assert image.size == (32, 48)  # upright: a portrait
+    top, bottom = image.getpixel((16, 4)), image.getpixel((16, 44))
+    assert top[0] > 200 and top[2] < 60, top  # the stored left half (red) is now on top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from shared.storage import atomic_write
 
@@ -45,8 +45,10 @@ class ImageError(ValueError):
 
 def open_image(source: str | os.PathLike[str] | IO[bytes], max_pixels: int,
                name: str | None = None) -> Image.Image:
-    """Open, check and fully decode an image as RGB.
+    """Open, check and fully decode an image as RGB, upright.
 
+    A phone photo is stored as the sensor saw it, with an EXIF tag saying how to turn it:
+    the tag is applied here (as every viewer does), so a portrait photo renders as one.
     The pixel count is checked from the header, before decoding, so an oversized upload
     costs nothing; decoding here (not lazily later) makes truncated files fail now, with
     the file's name, rather than deep inside a render.
@@ -63,6 +65,7 @@ def open_image(source: str | os.PathLike[str] | IO[bytes], max_pixels: int,
                 raise ImageError(f"{label}: {width}x{height} is {width * height} pixels, "
                                  f"more than the limit of {max_pixels}")
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
