@@ -120,6 +120,7 @@ def test_lbfgs_skips_pairs_without_positive_curvature_and_caps_steps() -> None:
     optimizer.step(x, torch.ones_like(x))
     optimizer.step(x, torch.full_like(x, 2.0))  # the gradient grew along -g: curvature < 0
     assert optimizer.state.count == 0
+    assert float(x.abs().max()) == pytest.approx(FIRST_STEP * 3)  # 1 level, then 2
     optimizer.step(x, torch.full_like(x, 1e-3))  # curvature > 0: kept
     assert optimizer.state.count == 1
     before = x.clone()

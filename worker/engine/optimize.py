@@ -42,6 +42,7 @@ class LBFGSState:
     rho: list[torch.Tensor] = field(default_factory=list)
     newest: int = -1  # slot of the newest pair
     count: int = 0  # pairs held
+    blind_steps: int = 0  # steps taken before any pair was kept
     gamma: torch.Tensor | None = None  # scale of the initial inverse Hessian, sᵀy / yᵀy
     prev_x: torch.Tensor | None = None
     prev_grad: torch.Tensor | None = None
@@ -82,7 +83,11 @@ class LBFGS:
             self._remember(x.detach(), grad)
         direction = self._direction(grad)
         if st.gamma is None:
-            direction.mul_(FIRST_STEP / direction.abs().amax().clamp_min(1e-20))
+            # No curvature known yet (none measured, or only negative): a gradient step of
+            # FIRST_STEP levels, doubling while the loss keeps curving down, up to MAX_STEP.
+            size = min(MAX_STEP, FIRST_STEP * 2.0**st.blind_steps)
+            direction.mul_(size / direction.abs().amax().clamp_min(1e-20))
+            st.blind_steps += 1
         else:
             direction.mul_(self.lr * (MAX_STEP / direction.abs().amax().clamp_min(1e-20))
                            .clamp(max=1))
