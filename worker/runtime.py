@@ -6,8 +6,11 @@ CUDA (a CUDA context does not survive fork), so everything GPU-related happens i
 jobs. A farm runs one worker process per GPU (`CUDA_VISIBLE_DEVICES` set by
 `stylefarm worker --gpus`), so inside a process the device is simply "the GPU".
 
-The VGG-19 model is loaded once per process (the engine's `load_vgg` cache) and
-warmed here, so the first job does not pay for it and "submit to start" stays short.
+The VGG-19 model is loaded once per process (the engine's `load_vgg` cache), on a
+thread started here, so the child reports "up" to its parent at once: Celery kills a
+child that does not report within `worker_proc_alive_timeout`, and loading the model
+took longer than that on a loaded machine, so every new child was killed, for ever. A
+job that arrives before the model is ready waits for that thread (`Runtime.warm`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class Runtime:
     """What one worker process keeps between jobs."""
 
     settings: Settings = field(default_factory=get_settings)
+    _warm_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _warmed: bool = False
 
     @cached_property
     def name(self) -> str:
@@ -67,10 +72,36 @@ class Runtime:
         return max(0.2, self.settings.lease_seconds / 3)
 
     def warm(self) -> None:
-        """Pick the device and load the model now, not inside the first job."""
-        from worker.engine.vgg import load_vgg
+        """Pick the device and load the model, once: the first caller loads, the others
+        (a job arriving meanwhile) wait for it rather than load a second copy."""
+        with self._warm_lock:
+            if self._warmed:
+                return
+            from worker.engine.vgg import load_vgg
 
-        load_vgg("max", str(self.device))
+            load_vgg("max", str(self.device))
+            self._warmed = True
+
+    def warm_in_background(self) -> None:
+        threading.Thread(target=self._warm_quietly, name="warm", daemon=True).start()
+
+    def _warm_quietly(self) -> None:
+        try:
+            self.warm()
+        except Exception:  # a missing model shows up in the job's error, with context
+            log.exception("could not warm the engine")
+
+    def release_device_memory(self) -> None:
+        """After a CUDA out-of-memory error: hand the allocator's cached blocks back, so
+        the next job starts from an empty device rather than the failed job's leftovers."""
+        if getattr(self.device, "type", "cpu") != "cuda":
+            return
+        import gc
+
+        import torch
+
+        gc.collect()  # the failed render's tensors, held by reference cycles
+        torch.cuda.empty_cache()
 
 
 _runtime: Runtime | None = None
@@ -84,16 +115,15 @@ def current() -> Runtime:
 
 
 def init_process(**_: object) -> None:
-    """worker_process_init: a fresh runtime in the child, pools not shared with the parent."""
+    """worker_process_init: a fresh runtime in the child, pools not shared with the parent.
+
+    Returns at once (the child must report to its parent within seconds); the model loads
+    on a thread meanwhile."""
     global _runtime
     engine_for.cache_clear()  # connections opened before fork belong to the parent
     _runtime = Runtime()
-    if os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
-        return
-    try:
-        _runtime.warm()
-    except Exception:  # a missing model shows up in the job's error, with context
-        log.exception("could not warm the engine")
+    if not os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
+        _runtime.warm_in_background()
 
 
 class Heartbeat:

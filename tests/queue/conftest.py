@@ -25,7 +25,10 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
-VISIBILITY_S = 18
+# Longer than any test job: a dead worker's job comes back through the reconciler (after
+# the lease), not through Redis's visibility timeout, and the job time limits derived
+# from it (the timeout less a second or two) never cut a job short on a slow machine.
+VISIBILITY_S = 900
 TEST_ENV = {
     "STYLEFARM_DEVICE": "cpu",
     "STYLEFARM_LEASE_SECONDS": str(LEASE_S),
@@ -35,6 +38,8 @@ TEST_ENV = {
     "STYLEFARM_WEBHOOK_BACKOFF": "0.5",
     "STYLEFARM_WEBHOOK_MAX_RETRIES": "4",
     "STYLEFARM_MAX_ATTEMPTS": "3",
+    "STYLEFARM_RECONCILE_INTERVAL": "0.5",
+    "STYLEFARM_RECONCILE_AUDIT_INTERVAL": "3",
 }
 
 
