@@ -152,6 +152,8 @@ def record_success(runtime: Runtime, inputs: JobInputs, path: Any) -> Outcome:
     with session_scope(runtime.db) as session:
         done = transitions.succeed(
             session, inputs.job_id, runtime.name, runtime.storage.relative(path))
+    if done:
+        log.info("job %s: succeeded", inputs.job_id)  # once per job, whatever the faults
     return Outcome.SUCCEEDED if done else Outcome.LOST
 
 

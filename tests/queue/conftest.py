@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +19,8 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
+
+from cli.procs import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
@@ -53,48 +52,6 @@ def picture(width: int, height: int, seed: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-class Worker:
-    """`stylefarm worker` as a child in its own process group (so it can be killed whole)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.log: Path | None = None
-        self.count = 0
-
-    def start(self) -> None:
-        self.count += 1
-        self.log = self.log_dir / f"worker-{self.count}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--name", f"test{self.count}@%h"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 90
-        while b" ready." not in self.log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log else ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker: main process and the child running the job."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 class Farm:
