@@ -16,13 +16,16 @@ job that arrives before the model is ready waits for that thread (`Runtime.warm`
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -66,6 +69,18 @@ class Runtime:
         prepare(device)
         return device
 
+    @cached_property
+    def started_in(self) -> float:
+        """Seconds from this process's creation (fork) to now, first asked in
+        `init_process`; NaN where /proc cannot say."""
+        try:
+            ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text()
+                        .splitlines() if line.startswith("btime"))
+            return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return math.nan
+
     @property
     def heartbeat_interval(self) -> float:
         """A third of the lease: two missed beats still leave the job ours."""
@@ -77,10 +92,17 @@ class Runtime:
         with self._warm_lock:
             if self._warmed:
                 return
+            import torch
+
             from worker.engine.vgg import load_vgg
 
+            began = time.monotonic()
+            torch.zeros(1, device=self.device)  # creates the CUDA context, on a GPU
+            ready = time.monotonic()
             load_vgg("max", str(self.device))
             self._warmed = True
+            log.info("warm: process start %.2f s, device %.2f s, model %.2f s",
+                     self.started_in, ready - began, time.monotonic() - ready)
 
     def warm_in_background(self) -> None:
         threading.Thread(target=self._warm_quietly, name="warm", daemon=True).start()
@@ -122,6 +144,7 @@ def init_process(**_: object) -> None:
     global _runtime
     engine_for.cache_clear()  # connections opened before fork belong to the parent
     _runtime = Runtime()
+    _runtime.started_in  # noqa: B018 - fixed now: fork to init, not fork to the first job
     if not os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
         _runtime.warm_in_background()
 
