@@ -40,9 +40,9 @@ import requests
 from PIL import Image
 from sqlalchemy import select, text
 
-from cli.procs import Api, RedisServer, Worker, children
+from cli.procs import Api, RedisServer, Worker, children, empty_database
 from shared.db import make_engine
-from shared.models import ACTIVE, Base, Job
+from shared.models import ACTIVE, Job
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/sf_recovery"
 ENV = {"STYLEFARM_DEVICE": "cpu", "STYLEFARM_LEASE_SECONDS": "3",
@@ -110,11 +110,7 @@ def main() -> int:
 def reset(url: str) -> None:
     from shared.migrate import upgrade
 
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
+    empty_database(url)
     upgrade(url)
 
 

@@ -28,11 +28,12 @@ import time
 import uuid
 
 import redis
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 
+from cli.procs import empty_database
 from shared.db import make_engine, session_scope
 from shared.migrate import upgrade
-from shared.models import Base, Image, Job
+from shared.models import Image, Job
 from shared.queue import enqueue_jobs, make_celery, render_queues
 from shared.reconcile import Reconciler
 from shared.settings import Settings
@@ -48,7 +49,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     url = args.database_url or f"sqlite:///{workdir / 'stylefarm.db'}"
     if not args.database_url.startswith("sqlite"):
-        fresh(url)
+        empty_database(url)
     upgrade(url)
     settings = Settings().with_(database_url=url, redis_url=args.redis_url, data_dir=workdir,
                                 queue_prefix=f"bench-rec-{uuid.uuid4().hex[:6]}.")
@@ -82,14 +83,6 @@ def timed(name: str, run) -> tuple[str, int, float]:
     started = time.perf_counter()
     report = run()
     return name, len(report.resent), (time.perf_counter() - started) * 1000
-
-
-def fresh(url: str) -> None:
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
 
 
 def insert_jobs(url: str, count: int) -> list[str]:

@@ -142,3 +142,18 @@ def children(pid: int) -> list[int]:
 
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def empty_database(url: str) -> None:
+    """Drop every stylefarm table (and Alembic's) so that a test or benchmark starts
+    from nothing on a database it shares with earlier runs (PostgreSQL)."""
+    from sqlalchemy import text
+
+    from shared.db import make_engine
+    from shared.models import Base
+
+    engine = make_engine(url, pooled=False)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from cli.procs import Worker
+from cli.procs import Worker, empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
@@ -108,13 +108,10 @@ def _database_kinds() -> list[str]:
 @pytest.fixture(scope="module", params=_database_kinds())
 def farm(request: pytest.FixtureRequest, redis_url: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
-    from sqlalchemy import text
-
     from api import create_app
     from shared import queue
-    from shared.db import engine_for, make_engine
+    from shared.db import engine_for
     from shared.migrate import upgrade
-    from shared.models import Base
     from shared.settings import get_settings
 
     root = tmp_path_factory.mktemp(f"farm-{request.param}")
@@ -123,11 +120,7 @@ def farm(request: pytest.FixtureRequest, redis_url: str,
            "DATABASE_URL": os.environ["TEST_DATABASE_URL"] if request.param == "postgresql"
            else f"sqlite:///{root / 'data' / 'stylefarm.db'}"}
     if request.param == "postgresql":
-        engine = make_engine(env["DATABASE_URL"])
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
+        empty_database(env["DATABASE_URL"])
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the API's enqueue_jobs reads the environment's settings
     get_settings.cache_clear()

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from cli.procs import Api, RedisServer, Worker, parent_of
+from cli.procs import Api, RedisServer, Worker, empty_database, parent_of
 from tests.queue.conftest import ROOT, TEST_ENV, picture
 
 pytestmark = pytest.mark.slow
@@ -140,19 +140,10 @@ def _database_kinds() -> list[str]:
 @pytest.fixture(scope="module", params=_database_kinds())
 def cluster(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    from sqlalchemy import text
-
-    from shared.db import make_engine
-    from shared.models import Base
-
     root = tmp_path_factory.mktemp(f"faults-{request.param}")
     if request.param == "postgresql":
         url = os.environ["TEST_DATABASE_URL"]
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
+        empty_database(url)
     else:
         url = f"sqlite:///{root / 'data' / 'stylefarm.db'}"
     made = Cluster(root, url)
