@@ -119,7 +119,7 @@ def submit(api: str, count: int, url: str) -> list[str]:
                             timeout=30).json()["id"]
               for n, size in enumerate([(48, 36), (40, 40), (36, 48)])]
     jobs = [{"content": upload[n % 2], "styles": [upload[2]],
-             "params": {"size": 32 + 8 * (n % 3), "min_size": 32, "iterations": [6, 10]}}
+             "params": {"size": 32 + 8 * (n % 3), "min_size": 32, "iterations": [12]}}
             for n in range(count)]
     batch = requests.post(f"{api}/v1/batches", json={"name": "chaos", "jobs": jobs}, timeout=60)
     batch.raise_for_status()
