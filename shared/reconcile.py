@@ -49,7 +49,6 @@ from shared.storage import Storage
 from shared.webhooks import owed
 
 log = logging.getLogger(__name__)
-PASS_LEASE_S = 300  # the most one pass may hold the turn; a longer one may overlap the next
 SCAN_CHUNK = 1000  # messages read per LRANGE / HMGET
 
 # Drop an unacknowledged entry only if it is still there (kombu's own restore may race us).
@@ -113,7 +112,11 @@ class Reconciler:
     def maybe_run(self) -> PassReport | None:
         """Run a pass if it is this process's turn (no other pass for an interval)."""
         token = uuid.uuid4().hex
-        if not self.redis.set(self.turn_key, token, nx=True, px=PASS_LEASE_S * 1000):
+        # Held for two intervals and a second: a process killed mid-pass delays the next
+        # pass by no more than that (a pass that outlasts it overlaps the next: safe, as
+        # every step is a guarded UPDATE or a message, but never needed: passes take ms).
+        hold_ms = int((2 * self.settings.reconcile_interval + 1) * 1000)
+        if not self.redis.set(self.turn_key, token, nx=True, px=hold_ms):
             return None
         try:
             return self.run_pass()
