@@ -2,7 +2,8 @@
 
     uv run python bench/chaos.py [--jobs 100] [--workers 3] [--kills 8] [--every 3]
 
-PostgreSQL (--database-url, else TEST_DATABASE_URL, else the local sf_recovery), its own
+PostgreSQL (--database-url, else BENCH_DATABASE_URL, else the local `stylefarm_bench`:
+its tables are dropped first, so never name a database that tests use), its own
 redis-server, the API (`stylefarm api`) and --workers `stylefarm worker` processes, on
 the CPU. It submits --jobs small jobs, then every --every seconds kills a random worker's
 whole process group (and starts it again) or only its pool child; then restarts Redis
@@ -44,8 +45,9 @@ from cli.procs import Api, RedisServer, Worker, children, empty_database
 from shared.db import make_engine
 from shared.models import ACTIVE, Job
 
-DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/sf_recovery"
-ENV = {"STYLEFARM_DEVICE": "cpu", "STYLEFARM_LEASE_SECONDS": "3",
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/stylefarm_bench"
+# One torch thread per worker: three CPU workers share the machine's cores.
+ENV = {"STYLEFARM_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "STYLEFARM_LEASE_SECONDS": "3",
        "STYLEFARM_RECONCILE_INTERVAL": "1", "STYLEFARM_RECONCILE_AUDIT_INTERVAL": "10",
        "STYLEFARM_PROGRESS_INTERVAL": "0.2", "STYLEFARM_MAX_ATTEMPTS": "5"}
 
@@ -63,9 +65,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--kills", type=int, default=8, help="worker or child kills")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between faults")
-    parser.add_argument("--drain", type=float, default=1200, help="hang guard, seconds")
+    parser.add_argument("--drain", type=float, default=600, help="hang guard, seconds")
     parser.add_argument("--database-url",
-                        default=os.environ.get("TEST_DATABASE_URL") or DEFAULT_DB)
+                        default=os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DB)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="chaos-"))
     reset(args.database_url)

@@ -2,11 +2,11 @@
 
     uv run python bench/reconcile.py [--jobs 10000] [--database-url URL] [--redis-url URL]
 
-Inserts the jobs straight into the database (PostgreSQL from TEST_DATABASE_URL or
---database-url, else SQLite in a temp dir), sends their messages as the API does, then
-times: a plain pass (every few seconds), an audit pass with every message in place
-(once a minute), an audit after Redis lost every message (the storm it must send once),
-and the plain pass again. Prints a table.
+Inserts the jobs straight into the database (--database-url, whose tables are dropped
+first, so never name a database that tests use; else SQLite in a temp dir), sends their
+messages as the API does, then times: a plain pass (every few seconds), an audit pass
+with every message in place (once a minute), an audit after Redis lost every message
+(the storm it must send once), and the plain pass again. Prints a table.
 """
 
 # ruff: noqa: E402 - the path fix below must run before the imports
@@ -42,13 +42,13 @@ from shared.settings import Settings
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", ""))
+    parser.add_argument("--database-url", default="")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL",
                                                                "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     url = args.database_url or f"sqlite:///{workdir / 'stylefarm.db'}"
-    if not args.database_url.startswith("sqlite"):
+    if args.database_url:
         empty_database(url)
     upgrade(url)
     settings = Settings().with_(database_url=url, redis_url=args.redis_url, data_dir=workdir,
