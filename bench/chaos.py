@@ -92,14 +92,17 @@ def main() -> int:
             time.sleep(args.every)
             log[kill_one(rng, workers)] += 1
         time.sleep(args.every)
+        active = {"kills": active_jobs(args.database_url, job_ids)}
         redis.restart(persist=True, how=signal.SIGKILL)  # had no AOF: everything is gone
         log["redis restart, no persistence"] += 1
+        active["redis restart, no persistence"] = active_jobs(args.database_url, job_ids)
         time.sleep(args.every)
+        active["redis restart, append-only"] = active_jobs(args.database_url, job_ids)
         redis.restart(persist=True, how=signal.SIGTERM)  # AOF on: the data comes back
         log["redis restart, append-only"] += 1
         last_fault = datetime.now(UTC)
         drain(args.database_url, job_ids, args.drain)
-        report(args.database_url, job_ids, workers, root, last_fault, log, args)
+        report(args.database_url, job_ids, root, last_fault, log, active, args)
     finally:
         for worker in workers:
             worker.stop()
@@ -141,21 +144,23 @@ def kill_one(rng: random.Random, workers: list[Worker]) -> str:
     return "worker group SIGKILLed (and restarted)"
 
 
-def drain(url: str, job_ids: list[str], guard: float) -> None:
+def active_jobs(url: str, job_ids: list[str]) -> int:
+    """How many of `job_ids` are not finished yet."""
     engine = make_engine(url, pooled=False)
+    with engine.connect() as conn:
+        return conn.scalar(select(text("count(*)")).select_from(Job).where(
+            Job.id.in_(job_ids), Job.status.in_([status.value for status in ACTIVE])))
+
+
+def drain(url: str, job_ids: list[str], guard: float) -> None:
     deadline = time.monotonic() + guard
-    active = [status.value for status in ACTIVE]
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            left = conn.scalar(select(text("count(*)")).select_from(Job)
-                               .where(Job.id.in_(job_ids), Job.status.in_(active)))
-        if not left:
-            return
+    while active_jobs(url, job_ids) and time.monotonic() < deadline:
         time.sleep(1)
 
 
-def report(url: str, job_ids: list[str], workers: list[Worker], root: Path,
-           last_fault: datetime, faults: collections.Counter, args: argparse.Namespace) -> None:
+def report(url: str, job_ids: list[str], root: Path, last_fault: datetime,
+           faults: collections.Counter, active: dict[str, int],
+           args: argparse.Namespace) -> None:
     engine = make_engine(url, pooled=False)
     with engine.connect() as conn:
         rows = conn.execute(select(Job.id, Job.status, Job.attempts, Job.finished_at)
@@ -171,6 +176,8 @@ def report(url: str, job_ids: list[str], workers: list[Worker], root: Path,
     print(f"\nchaos: {len(job_ids)} jobs, {args.workers} workers, PostgreSQL; faults: "
           + ", ".join(f"{n}× {what}" for what, n in faults.items()) + "\n")
     print("| measure | value |\n|---|---|")
+    print("| jobs not finished after the kills / at each Redis restart | "
+          + " / ".join(str(n) for n in active.values()) + " |")
     print(f"| succeeded | {status['succeeded']} |")
     print(f"| failed | {status['failed']} |")
     print(f"| stuck (still active after the drain guard) | "

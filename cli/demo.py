@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,19 +93,11 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _wait_for_api(api: Api, stack: subprocess.Popen, log: Path) -> None:
-    import requests
+    from cli.services import wait_for_api
 
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        try:
-            if requests.get(f"{api.base}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if stack.poll() is not None or time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise UsageError(f"the stack did not start:\n{tail}")
-        time.sleep(0.2)
+    if not wait_for_api(api.base, stack, STARTUP_TIMEOUT_S):
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise UsageError(f"the stack did not start:\n{tail}")
 
 
 def _save(data: bytes, output: Path) -> None:

@@ -15,9 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
-from cli.services import free_port, redis_answers, redis_server_binary
+from cli.services import free_port, redis_answers, redis_server_binary, wait_for_api
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,15 +109,7 @@ class Api:
             [sys.executable, "-m", "cli.main", "api", "--port", str(self.port),
              "--workers", "1", "--threads", "4"], cwd=ROOT, env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            assert self.proc.poll() is None and time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.2)
+        assert wait_for_api(self.url, self.proc, 300), self.log.read_text()
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -48,6 +48,23 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def wait_for_api(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Poll `url`/healthz until it answers 200 (True); False once `proc` has exited or
+    `timeout` seconds have passed."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 class Stopped(Exception):
     """SIGTERM arrived: stop like Ctrl-C."""
 
