@@ -1,6 +1,6 @@
 """Chaos benchmark: a farm under faults, and what became of every job. A table, not a test.
 
-    uv run python bench/chaos.py [--jobs 100] [--workers 3] [--kills 8] [--every 3]
+    uv run python bench/chaos.py [--jobs 100] [--workers 3] [--kills 8] [--every 3] [--seed 8]
 
 PostgreSQL (--database-url, else BENCH_DATABASE_URL, else the local `stylefarm_bench`:
 its tables are dropped first, so never name a database that tests use), its own
@@ -65,6 +65,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--kills", type=int, default=8, help="worker or child kills")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between faults")
+    parser.add_argument("--seed", type=int, default=8, help="which workers, which faults")
     parser.add_argument("--drain", type=float, default=600, help="hang guard, seconds")
     parser.add_argument("--database-url",
                         default=os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DB)
@@ -87,7 +88,7 @@ def main() -> int:
         job_ids = submit(api.url, args.jobs, args.database_url)
         print(f"chaos: {len(job_ids)} jobs submitted; faults every {args.every} s",
               file=sys.stderr)
-        rng = random.Random(8)
+        rng = random.Random(args.seed)
         for _ in range(args.kills):
             time.sleep(args.every)
             log[kill_one(rng, workers)] += 1
