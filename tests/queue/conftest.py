@@ -24,6 +24,9 @@ from cli.procs import Worker, empty_database
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
+# Waits are hang guards, never a measure of speed: a slow machine makes a test slower, not
+# red. Under pytest-timeout's 300 s, so that the guard's message (with the log) is seen.
+HANG_GUARD_S = 240
 # Longer than any test job: a dead worker's job comes back through the reconciler (after
 # the lease), not through Redis's visibility timeout, and the job time limits derived
 # from it (the timeout less a second or two) never cut a job short on a slow machine.
@@ -89,7 +92,8 @@ class Farm:
         assert reply.status_code == 200, reply.get_json()
         return reply.get_json()
 
-    def wait_for(self, what: Callable[[], Any], timeout: float, message: str) -> Any:
+    def wait_for(self, what: Callable[[], Any], timeout: float = HANG_GUARD_S,
+                 message: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = what()
@@ -100,7 +104,8 @@ class Farm:
                                      f"{self.worker.output()}")
             time.sleep(0.1)
 
-    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 60) -> dict:
+    def wait_status(self, job_id: str, statuses: set[str],
+                    timeout: float = HANG_GUARD_S) -> dict:
         return self.wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
                              timeout, f"job {job_id} never reached {statuses}")
 

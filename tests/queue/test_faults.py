@@ -27,10 +27,9 @@ import pytest
 import requests
 
 from cli.procs import Api, RedisServer, Worker, empty_database, parent_of
-from tests.queue.conftest import ROOT, TEST_ENV, picture
+from tests.queue.conftest import HANG_GUARD_S, ROOT, TEST_ENV, picture
 
 pytestmark = pytest.mark.slow
-HANG_GUARD_S = 300
 JOB = {"size": 48, "min_size": 32, "iterations": [3, 40]}  # seconds of work, two scales
 
 
