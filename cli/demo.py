@@ -93,9 +93,9 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 
 def _wait_for_api(api: Api, stack: subprocess.Popen, log: Path) -> None:
-    from cli.services import wait_for_health
+    from cli.services import wait_for_api
 
-    if not wait_for_health(api.base, stack, STARTUP_TIMEOUT_S):
+    if not wait_for_api(api.base, stack, STARTUP_TIMEOUT_S):
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise UsageError(f"the stack did not start:\n{tail}")
 

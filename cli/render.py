@@ -201,7 +201,15 @@ def render_files(content_path: Path, style_paths: list[Path], output: Path,
                          f"{settings.max_output_pixels} pixels (STYLEFARM_MAX_OUTPUT_PIXELS)")
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    image = _render_with_progress(content, styles, init, params, args.device, args.quiet)
+    from worker.engine_adapter import is_out_of_memory
+
+    try:
+        image = _render_with_progress(content, styles, init, params, args.device, args.quiet)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise UsageError(f"out of memory rendering {width}x{height} on the "
+                         f"{args.device or 'default'} device; try a smaller --size") from exc
     metadata = {"params": params.to_dict(), "content": content_path.name,
                 "styles": [p.name for p in style_paths]}
     save_image(image, output, metadata)

@@ -1,10 +1,10 @@
 """The processes of `stylefarm up`: a Redis if none is given, the API, one worker.
 
 Each child runs in its own process group, so Ctrl-C reaches only `up`, which then
-stops them in order (API first, worker with a grace period, Redis last). Jobs that
-were active when the stack last stopped are queued again at start: with a private
-Redis their messages died with it; where they survived, the duplicate delivery is
-acknowledged and dropped by the task's guarded claim.
+stops them in order (API first, worker with a grace period, Redis last). The private
+Redis keeps an append-only file under the data directory, so queued messages survive a
+restart of the stack; whatever does not survive (a render cut short, a message lost
+anyway) is put right by the worker's reconciler (shared/reconcile.py).
 """
 
 from __future__ import annotations
@@ -48,15 +48,15 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def wait_for_health(base_url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Poll `base_url`/healthz until it answers 200 (True), or until `proc` exits or the
-    time is up (False)."""
+def wait_for_api(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Poll `url`/healthz until it answers 200 (True); False once `proc` has exited or
+    `timeout` seconds have passed."""
     import requests
 
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            if requests.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return True
         except requests.RequestException:
             pass
@@ -104,7 +104,8 @@ class LocalStack:
         workdir = self.data_dir / "redis"
         workdir.mkdir(parents=True, exist_ok=True)
         self._spawn("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(workdir),
+                              "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                              "--dir", str(workdir),
                               "--maxmemory-policy", "noeviction"], workdir / "redis.log")
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 15
@@ -114,23 +115,15 @@ class LocalStack:
             time.sleep(0.05)
 
     def prepare_database(self) -> None:
-        """Migrate, then queue again whatever was active when the stack last stopped."""
+        """Migrate. Jobs left active by the last run need nothing here: the worker's
+        reconciler requeues those whose lease expired and sends what Redis lacks."""
         os.environ.update(self.env())
         from shared.settings import get_settings
 
         get_settings.cache_clear()
-        from shared import queue
-        from shared.db import engine_for, session_scope
         from shared.migrate import upgrade
-        from shared.models import ACTIVE, Job
 
-        queue._app.cache_clear()
-        url = get_settings().effective_database_url
-        upgrade(url)
-        with session_scope(engine_for(url)) as session:
-            active = session.query(Job.id, Job.priority).filter(
-                Job.status.in_([s.value for s in ACTIVE])).all()
-        queue.enqueue_jobs([(job_id, priority) for job_id, priority in active])
+        upgrade(get_settings().effective_database_url)
 
     def start_services(self) -> None:
         cli = [sys.executable, "-m", "cli.main"]

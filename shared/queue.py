@@ -112,6 +112,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_proc_alive_timeout=settings.child_start_timeout,
         stylefarm_queue_prefix=settings.queue_prefix,
     )
     return app

@@ -127,6 +127,19 @@ class Settings:
     webhook_private: bool = True
     # Seconds between preview images written by a running job.
     preview_interval: float = 5.0
+    # Seconds between reconciler passes (shared/reconcile.py: expired leases, lost messages,
+    # stale cancel requests); 0 turns the reconciler off in this process.
+    reconcile_interval: float = 3.0
+    # Seconds between full audits, which compare every queued job with the messages in
+    # Redis (and sweep orphaned files). A Redis that lost its data is audited at once.
+    reconcile_audit_interval: float = 60.0
+    # Temp files (".name.XXXX.tmp", from atomic writes) older than this many seconds were
+    # left by a process that died mid-write, and are removed.
+    stale_temp_seconds: float = 3600.0
+    # Seconds Celery waits for a new pool child to report that it is up before killing it
+    # (worker_proc_alive_timeout, 4 s in Celery): children load no model before reporting,
+    # but a loaded machine can still take seconds to import and fork.
+    child_start_timeout: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -65,12 +65,7 @@ def claim(
     exhausted = session.execute(
         update(Job)
         .where(Job.id == job_id, takeable, Job.attempts >= max_attempts)
-        .values(
-            status=Status.FAILED.value,
-            finished_at=now,
-            error=f"the job stopped its worker {max_attempts} times (out of memory, or the "
-            "worker was killed); try a smaller size, or retry it",
-        )
+        .values(status=Status.FAILED.value, finished_at=now, error=exhausted_error(max_attempts))
     ).rowcount
     if exhausted:
         return ClaimResult(Claim.SKIP)
@@ -96,6 +91,49 @@ def claim(
     if status in RUNNING_STATES:
         return ClaimResult(Claim.BUSY)
     return ClaimResult(Claim.SKIP)
+
+
+def exhausted_error(max_attempts: int) -> str:
+    return (f"the job stopped its worker {max_attempts} times (out of memory, or the worker "
+            "was killed); try a smaller size, or retry it")
+
+
+@dataclass
+class Expired:
+    """Jobs whose worker stopped beating, by what became of them."""
+
+    requeued: list[tuple[str, int]]  # (job id, priority): to be sent again
+    failed: list[str]  # at the attempt cap
+    canceled: list[str]  # a cancel request that its worker never saw through
+
+
+def expire_leases(session: Session, *, lease_seconds: float, max_attempts: int) -> Expired:
+    """Act on every expired lease at once (the reconciler's first step).
+
+    Running jobs go back to `queued` (the claim takes them from there, as from a fresh
+    message), or to `failed` at the attempt cap, as `claim` would; stale cancel requests
+    end as canceled. Each UPDATE is guarded by the same staleness test as `claim`, so a
+    worker that beats meanwhile keeps its job, and RETURNING says exactly which rows moved.
+    """
+    now = utcnow()
+    stale = Job.heartbeat_at < _stale_before(lease_seconds)
+    plain = {"synchronize_session": False}
+    canceled = session.execute(
+        update(Job).where(Job.status == Status.CANCEL_REQUESTED.value, stale)
+        .values(status=Status.CANCELED.value, finished_at=now)
+        .returning(Job.id), execution_options=plain).scalars().all()
+    failed = session.execute(
+        update(Job).where(Job.status == Status.RUNNING.value, stale,
+                          Job.attempts >= max_attempts)
+        .values(status=Status.FAILED.value, finished_at=now, error=exhausted_error(max_attempts))
+        .returning(Job.id), execution_options=plain).scalars().all()
+    requeued = session.execute(
+        update(Job).where(Job.status == Status.RUNNING.value, stale)
+        .values(status=Status.QUEUED.value, worker=None, heartbeat_at=None)
+        .returning(Job.id, Job.priority), execution_options=plain).all()
+    session.flush()
+    return Expired([(job_id, priority) for job_id, priority in requeued], list(failed),
+                   list(canceled))
 
 
 def record_progress(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.procs import empty_database
 from cli.services import free_port, redis_answers, redis_server_binary
 
 
@@ -54,18 +55,9 @@ def _database_params() -> list[str]:
 @pytest.fixture(params=_database_params())
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: SQLite in tmp_path, and PostgreSQL too when TEST_DATABASE_URL is set."""
-    from sqlalchemy import text
-
-    from shared.db import make_engine
-    from shared.models import Base
-
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'stylefarm.db'}"
     else:
         url = os.environ["TEST_DATABASE_URL"]
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
+        empty_database(url)
     yield url

@@ -191,11 +191,18 @@ def drop_checkpoint(runtime: Runtime, job_id: str) -> None:
     runtime.storage.checkpoint_path(job_id).unlink(missing_ok=True)
 
 
+# How allocators word running out: CUDA's caching allocator and cuDNN ("out of memory"),
+# torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory: you tried to
+# allocate ... bytes. Error code 12 (Cannot allocate memory)").
+_OUT_OF_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, RuntimeError)
+        and any(words in str(exc).lower() for words in _OUT_OF_MEMORY_WORDS))
 
 
 def memory_kind(runtime: Runtime) -> str:

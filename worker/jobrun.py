@@ -137,13 +137,23 @@ def _run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         return stop.outcome
     except Exception as exc:
         message = user_message(exc, inputs, runtime)
+        out_of_memory = engine_adapter.is_out_of_memory(exc)
         log.exception("job %s failed: %s", inputs.job_id, message)
-        with session_scope(runtime.db) as session:
-            done = transitions.fail(session, inputs.job_id, runtime.name, message)
-        return Outcome.FAILED if done else Outcome.LOST
+    else:
+        return record_success(runtime, inputs, path)
+    if out_of_memory:  # outside the except block: the traceback no longer holds the tensors
+        runtime.release_device_memory()
+    with session_scope(runtime.db) as session:
+        done = transitions.fail(session, inputs.job_id, runtime.name, message)
+    return Outcome.FAILED if done else Outcome.LOST
+
+
+def record_success(runtime: Runtime, inputs: JobInputs, path: Any) -> Outcome:
     with session_scope(runtime.db) as session:
         done = transitions.succeed(
             session, inputs.job_id, runtime.name, runtime.storage.relative(path))
+    if done:
+        log.info("job %s: succeeded", inputs.job_id)  # once per job, whatever the faults
     return Outcome.SUCCEEDED if done else Outcome.LOST
 
 
@@ -174,6 +184,7 @@ def save_result(runtime: Runtime, inputs: JobInputs, image: Any) -> Any:
 
 def render(runtime: Runtime, inputs: JobInputs, reporter: Reporter) -> Any:
     params = RenderParams.from_dict(inputs.params)
+    runtime.warm()  # the model, if the child's warm-up thread has not loaded it yet
     return engine_adapter.render(runtime, inputs, params, reporter)
 
 
@@ -206,6 +217,8 @@ def user_message(exc: BaseException, inputs: JobInputs, runtime: Runtime) -> str
                 where = f" at {params.size} px on the long side"
         except ValidationError:
             pass
-        return f"out of {engine_adapter.memory_kind(runtime)} memory{where}; try a smaller size"
+        return (f"out of {engine_adapter.memory_kind(runtime)} memory{where}: the render needs "
+                "more memory than its worker has; try a smaller size (retrying the same job "
+                "will fail again)")
     return f"the render failed ({type(exc).__name__}: {exc}); retry it, or report the job id"
 

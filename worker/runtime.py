@@ -6,20 +6,26 @@ CUDA (a CUDA context does not survive fork), so everything GPU-related happens i
 jobs. A farm runs one worker process per GPU (`CUDA_VISIBLE_DEVICES` set by
 `stylefarm worker --gpus`), so inside a process the device is simply "the GPU".
 
-The VGG-19 model is loaded once per process (the engine's `load_vgg` cache) and
-warmed here, so the first job does not pay for it and "submit to start" stays short.
+The VGG-19 model is loaded once per process (the engine's `load_vgg` cache), on a
+thread started here, so the child reports "up" to its parent at once: Celery kills a
+child that does not report within `worker_proc_alive_timeout`, and loading the model
+took longer than that on a loaded machine, so every new child was killed, for ever. A
+job that arrives before the model is ready waits for that thread (`Runtime.warm`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -38,6 +44,8 @@ class Runtime:
     """What one worker process keeps between jobs."""
 
     settings: Settings = field(default_factory=get_settings)
+    _warm_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _warmed: bool = False
 
     @cached_property
     def name(self) -> str:
@@ -61,16 +69,61 @@ class Runtime:
         prepare(device)
         return device
 
+    @cached_property
+    def started_in(self) -> float:
+        """Seconds from this process's creation (fork) to now, first asked in
+        `init_process`; NaN where /proc cannot say."""
+        try:
+            ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+            boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text()
+                        .splitlines() if line.startswith("btime"))
+            return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return math.nan
+
     @property
     def heartbeat_interval(self) -> float:
         """A third of the lease: two missed beats still leave the job ours."""
         return max(0.2, self.settings.lease_seconds / 3)
 
     def warm(self) -> None:
-        """Pick the device and load the model now, not inside the first job."""
-        from worker.engine.vgg import load_vgg
+        """Pick the device and load the model, once: the first caller loads, the others
+        (a job arriving meanwhile) wait for it rather than load a second copy."""
+        with self._warm_lock:
+            if self._warmed:
+                return
+            import torch
 
-        load_vgg("max", str(self.device))
+            from worker.engine.vgg import load_vgg
+
+            began = time.monotonic()
+            torch.zeros(1, device=self.device)  # creates the CUDA context, on a GPU
+            ready = time.monotonic()
+            load_vgg("max", str(self.device))
+            self._warmed = True
+            log.info("warm: process start %.2f s, device %.2f s, model %.2f s",
+                     self.started_in, ready - began, time.monotonic() - ready)
+
+    def warm_in_background(self) -> None:
+        threading.Thread(target=self._warm_quietly, name="warm", daemon=True).start()
+
+    def _warm_quietly(self) -> None:
+        try:
+            self.warm()
+        except Exception:  # a missing model shows up in the job's error, with context
+            log.exception("could not warm the engine")
+
+    def release_device_memory(self) -> None:
+        """After a CUDA out-of-memory error: hand the allocator's cached blocks back, so
+        the next job starts from an empty device rather than the failed job's leftovers."""
+        if getattr(self.device, "type", "cpu") != "cuda":
+            return
+        import gc
+
+        import torch
+
+        gc.collect()  # the failed render's tensors, held by reference cycles
+        torch.cuda.empty_cache()
 
 
 _runtime: Runtime | None = None
@@ -84,16 +137,16 @@ def current() -> Runtime:
 
 
 def init_process(**_: object) -> None:
-    """worker_process_init: a fresh runtime in the child, pools not shared with the parent."""
+    """worker_process_init: a fresh runtime in the child, pools not shared with the parent.
+
+    Returns at once (the child must report to its parent within seconds); the model loads
+    on a thread meanwhile."""
     global _runtime
     engine_for.cache_clear()  # connections opened before fork belong to the parent
     _runtime = Runtime()
-    if os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
-        return
-    try:
-        _runtime.warm()
-    except Exception:  # a missing model shows up in the job's error, with context
-        log.exception("could not warm the engine")
+    _runtime.started_in  # noqa: B018 - fixed now: fork to init, not fork to the first job
+    if not os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
+        _runtime.warm_in_background()
 
 
 class Heartbeat:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import Task
+from celery import Task, bootsteps
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError
 
@@ -22,6 +22,7 @@ from shared import transitions
 from shared.db import session_scope
 from shared.models import Job
 from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app
+from shared.settings import get_settings
 from shared.transitions import Claim
 from shared.webhooks import owed, target_problem
 from worker import jobrun, runtime, webhooks
@@ -30,6 +31,36 @@ log = logging.getLogger(__name__)
 DB_RETRY_S = 5
 app = get_app()
 worker_process_init.connect(runtime.init_process, weak=False)
+
+
+class Reconcile(bootsteps.StartStopStep):
+    """The reconciler (shared.reconcile) on a thread of the worker's main process.
+
+    Every deployment runs workers, so every deployment reconciles; a Redis lease lets
+    one pass run at a time however many workers there are. It starts after the pool, so
+    the first children are forked before the thread exists, and it holds no database
+    connection between passes, so a child forked later inherits none.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: object, **kwargs: object) -> None:
+        super().__init__(parent, **kwargs)
+        self.loop = None
+
+    def start(self, parent: object) -> None:
+        from shared.reconcile import ReconcileLoop
+
+        if get_settings().reconcile_interval > 0:
+            self.loop = ReconcileLoop()
+            self.loop.start()
+
+    def stop(self, parent: object) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+
+
+app.steps["worker"].add(Reconcile)
 
 
 @app.task(name=RENDER_TASK, bind=True, acks_late=True, max_retries=None, ignore_result=True)

@@ -18,7 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from cli.services import free_port, wait_for_health
+from cli.services import free_port, wait_for_api
 from shared.migrate import upgrade
 from shared.settings import Settings
 
@@ -48,7 +48,7 @@ def live_api(settings: Settings) -> Iterator[str]:
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        if not wait_for_health(url, proc, 120):
+        if not wait_for_api(url, proc, 120):
             pytest.fail(f"the API did not start:\n{log.read_text()[-3000:]}")
         yield url
     finally:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,11 +20,23 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+from cli.procs import Worker, empty_database
+
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 2
-VISIBILITY_S = 18
+# Waits are hang guards, never a measure of speed: a slow machine makes a test slower, not
+# red. Under pytest-timeout's 300 s, so that the guard's message (with the log) is seen.
+HANG_GUARD_S = 240
+# Longer than any test job: a dead worker's job comes back through the reconciler (after
+# the lease), not through Redis's visibility timeout, and the job time limits derived
+# from it (the timeout less a second or two) never cut a job short on a slow machine.
+VISIBILITY_S = 900
 TEST_ENV = {
     "STYLEFARM_DEVICE": "cpu",
+    # One torch thread per worker: the tests run two or three workers (and pytest) on a
+    # couple of shared cores, where torch's default of one thread per core made a
+    # 48 px job take 4x longer, spinning threads against each other.
+    "OMP_NUM_THREADS": "1",
     "STYLEFARM_LEASE_SECONDS": str(LEASE_S),
     "STYLEFARM_VISIBILITY_TIMEOUT": str(VISIBILITY_S),
     "STYLEFARM_PROGRESS_INTERVAL": "0.1",
@@ -35,6 +44,8 @@ TEST_ENV = {
     "STYLEFARM_WEBHOOK_BACKOFF": "0.5",
     "STYLEFARM_WEBHOOK_MAX_RETRIES": "4",
     "STYLEFARM_MAX_ATTEMPTS": "3",
+    "STYLEFARM_RECONCILE_INTERVAL": "0.5",
+    "STYLEFARM_RECONCILE_AUDIT_INTERVAL": "3",
 }
 
 
@@ -48,48 +59,6 @@ def picture(width: int, height: int, seed: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-class Worker:
-    """`stylefarm worker` as a child in its own process group (so it can be killed whole)."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.log: Path | None = None
-        self.count = 0
-
-    def start(self) -> None:
-        self.count += 1
-        self.log = self.log_dir / f"worker-{self.count}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--name", f"test{self.count}@%h"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 90
-        while b" ready." not in self.log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.output()}")
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log else ""
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker: main process and the child running the job."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 class Farm:
@@ -123,7 +92,8 @@ class Farm:
         assert reply.status_code == 200, reply.get_json()
         return reply.get_json()
 
-    def wait_for(self, what: Callable[[], Any], timeout: float, message: str) -> Any:
+    def wait_for(self, what: Callable[[], Any], timeout: float = HANG_GUARD_S,
+                 message: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = what()
@@ -134,7 +104,8 @@ class Farm:
                                      f"{self.worker.output()}")
             time.sleep(0.1)
 
-    def wait_status(self, job_id: str, statuses: set[str], timeout: float = 60) -> dict:
+    def wait_status(self, job_id: str, statuses: set[str],
+                    timeout: float = HANG_GUARD_S) -> dict:
         return self.wait_for(lambda: (j := self.job(job_id))["status"] in statuses and j,
                              timeout, f"job {job_id} never reached {statuses}")
 
@@ -146,13 +117,10 @@ def _database_kinds() -> list[str]:
 @pytest.fixture(scope="module", params=_database_kinds())
 def farm(request: pytest.FixtureRequest, redis_url: str,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
-    from sqlalchemy import text
-
     from api import create_app
     from shared import queue
-    from shared.db import engine_for, make_engine
+    from shared.db import engine_for
     from shared.migrate import upgrade
-    from shared.models import Base
     from shared.settings import get_settings
 
     root = tmp_path_factory.mktemp(f"farm-{request.param}")
@@ -161,11 +129,7 @@ def farm(request: pytest.FixtureRequest, redis_url: str,
            "DATABASE_URL": os.environ["TEST_DATABASE_URL"] if request.param == "postgresql"
            else f"sqlite:///{root / 'data' / 'stylefarm.db'}"}
     if request.param == "postgresql":
-        engine = make_engine(env["DATABASE_URL"])
-        with engine.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        engine.dispose()
+        empty_database(env["DATABASE_URL"])
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the API's enqueue_jobs reads the environment's settings
     get_settings.cache_clear()

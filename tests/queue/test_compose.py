@@ -10,12 +10,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cli.main import COMMANDS, build_parser
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -63,5 +65,9 @@ def test_services_have_what_a_farm_needs(compose: dict) -> None:
         assert services[name]["environment"] is services["api"]["environment"]  # one anchor
         assert "data:/data" in services[name]["volumes"]
     assert sorted(gpus) == ["0", "1"]
+    environment = services["api"]["environment"]
+    assert float(environment["STYLEFARM_RECONCILE_INTERVAL"]) > 0  # workers reconcile
+    known = {f"STYLEFARM_{spec.name.upper()}" for spec in fields(Settings)}
+    assert {k for k in environment if k.startswith("STYLEFARM_")} <= known  # no typos
     assert "data:/data" in services["api"]["volumes"]
     assert (ROOT / services["api"]["build"] / "Dockerfile").is_file()
