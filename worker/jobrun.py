@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from marshmallow import ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared import transitions
 from shared.db import session_scope
@@ -61,6 +63,28 @@ class JobInputs:
                    job.init_image_id, dict(job.params))
 
 
+T = TypeVar("T")
+# What a client sees while its database restarts: the connection is dropped mid-use.
+DATABASE_GONE = (OperationalError, InterfaceError)
+DATABASE_TRIES = 6
+
+
+def with_database(action: Callable[[], T], what: str) -> T:
+    """Run `action` (one transaction), again on a fresh connection if the database dropped
+    it. A restart takes seconds; the job's outcome must not be lost to it, nor become a
+    failure the user is told to retry. After the last try the error propagates, the job's
+    lease runs out and the reconciler hands it to another worker."""
+    for attempt in range(DATABASE_TRIES):
+        try:
+            return action()
+        except DATABASE_GONE:
+            if attempt == DATABASE_TRIES - 1:
+                raise
+            log.warning("%s: database unavailable, trying again", what, exc_info=True)
+            time.sleep(min(0.5 * 2**attempt, 8.0))
+    raise AssertionError("unreachable")
+
+
 class Reporter:
     """The engine's progress callback: throttled progress records, previews, stop checks."""
 
@@ -82,12 +106,17 @@ class Reporter:
                 and event.preview is not None):
             self._last_preview = now
             preview = self._save_preview(event)
-        with session_scope(self.runtime.db) as session:
-            status = transitions.record_progress(
-                session, self.job_id, self.runtime.name, progress=event.progress,
-                scale=event.scale, scale_count=event.scale_count, iteration=event.iteration,
-                loss=_finite(event.loss()), preview_path=preview,
-            )
+        try:
+            with session_scope(self.runtime.db) as session:
+                status = transitions.record_progress(
+                    session, self.job_id, self.runtime.name, progress=event.progress,
+                    scale=event.scale, scale_count=event.scale_count,
+                    iteration=event.iteration, loss=_finite(event.loss()),
+                    preview_path=preview,
+                )
+        except DATABASE_GONE:  # progress is written every second; skip this one
+            log.warning("progress of job %s not recorded: database unavailable", self.job_id)
+            return
         self.heartbeat.observe(status)
         self.check()
 
@@ -131,10 +160,15 @@ def _run(runtime: Runtime, inputs: JobInputs) -> Outcome:
             path = save_result(runtime, inputs, image)
     except Stop as stop:
         if stop.outcome is Outcome.CANCELED:
-            with session_scope(runtime.db) as session:
-                transitions.finish_canceled(session, inputs.job_id, runtime.name)
+            with_database(lambda: _finish_canceled(runtime, inputs.job_id), "cancel")
         log.info("job %s stopped: %s", inputs.job_id, stop.outcome)
         return stop.outcome
+    except DATABASE_GONE:
+        # Not the job's fault: leave it running; its lease runs out and the reconciler
+        # hands it to a worker (this one, often), which resumes from the checkpoint.
+        log.warning("job %s left to the reconciler: database unavailable", inputs.job_id,
+                    exc_info=True)
+        return Outcome.LOST
     except Exception as exc:
         message = user_message(exc, inputs, runtime)
         out_of_memory = engine_adapter.is_out_of_memory(exc)
@@ -143,15 +177,28 @@ def _run(runtime: Runtime, inputs: JobInputs) -> Outcome:
         return record_success(runtime, inputs, path)
     if out_of_memory:  # outside the except block: the traceback no longer holds the tensors
         runtime.release_device_memory()
-    with session_scope(runtime.db) as session:
-        done = transitions.fail(session, inputs.job_id, runtime.name, message)
+    done = with_database(lambda: _fail(runtime, inputs.job_id, message), "failure")
     return Outcome.FAILED if done else Outcome.LOST
 
 
-def record_success(runtime: Runtime, inputs: JobInputs, path: Any) -> Outcome:
+def _finish_canceled(runtime: Runtime, job_id: str) -> None:
     with session_scope(runtime.db) as session:
-        done = transitions.succeed(
-            session, inputs.job_id, runtime.name, runtime.storage.relative(path))
+        transitions.finish_canceled(session, job_id, runtime.name)
+
+
+def _fail(runtime: Runtime, job_id: str, message: str) -> bool:
+    with session_scope(runtime.db) as session:
+        return bool(transitions.fail(session, job_id, runtime.name, message))
+
+
+def _succeed(runtime: Runtime, job_id: str, relative_path: str) -> bool:
+    with session_scope(runtime.db) as session:
+        return bool(transitions.succeed(session, job_id, runtime.name, relative_path))
+
+
+def record_success(runtime: Runtime, inputs: JobInputs, path: Any) -> Outcome:
+    relative = runtime.storage.relative(path)
+    done = with_database(lambda: _succeed(runtime, inputs.job_id, relative), "success")
     if done:
         log.info("job %s: succeeded", inputs.job_id)  # once per job, whatever the faults
     return Outcome.SUCCEEDED if done else Outcome.LOST
