@@ -31,34 +31,21 @@ sys.path[0] = str(ROOT)
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from shared.spec import CONTENT_LAYER, STYLE_LAYERS, RenderParams  # noqa: E402
-from worker.engine import losses  # noqa: E402
-from worker.engine.images import fit_long_side, open_image, resize, to_tensor  # noqa: E402
+from shared.spec import RenderParams  # noqa: E402
+from worker.engine import quality  # noqa: E402
+from worker.engine.images import fit_long_side, open_image, resize  # noqa: E402
 from worker.engine.render import ProgressEvent, RenderSpec, render  # noqa: E402
-from worker.engine.vgg import clear_cache, load_vgg  # noqa: E402
+from worker.engine.vgg import clear_cache  # noqa: E402
 
-EVAL_SIZE = 512
+EVAL_SIZE = quality.EVAL_SIZE
 MAX_PIXELS = 10**9
-
-
-def _features(image: Image.Image, size: int) -> dict[str, torch.Tensor]:
-    model = load_vgg("max", "cpu", "relu5_1")
-    with torch.no_grad():
-        x = to_tensor(resize(image, fit_long_side(*image.size, size)))
-        return model(x, frozenset(STYLE_LAYERS) | {CONTENT_LAYER})
 
 
 def distances(out: Image.Image, content: Image.Image, style: Image.Image,
               size: int = EVAL_SIZE) -> tuple[float, float]:
-    """(style distance, content distance) of `out`, as defined in the module docstring."""
-    f_out, f_content, f_style = (_features(im, size) for im in (out, content, style))
-    style_d = sum(
-        float(losses.gram_loss(losses.moments(f_out[k]),
-                               losses.gram_target(losses.moments(f_style[k]))))
-        for k in STYLE_LAYERS) / len(STYLE_LAYERS)
-    content_d = float(losses.content_loss(f_out[CONTENT_LAYER],
-                                          losses.content_target(f_content[CONTENT_LAYER])))
-    return style_d, content_d
+    """(style distance, content distance) of `out`, as defined in worker/engine/quality.py."""
+    measured = quality.measure(out, content, style, size)
+    return measured.style, measured.content
 
 
 def run_pastiche(content: Path, style: Path, size: int, out: Path) -> float:
