@@ -74,15 +74,13 @@ def with_database(action: Callable[[], T], what: str) -> T:
     it. A restart takes seconds; the job's outcome must not be lost to it, nor become a
     failure the user is told to retry. After the last try the error propagates, the job's
     lease runs out and the reconciler hands it to another worker."""
-    for attempt in range(DATABASE_TRIES):
+    for attempt in range(DATABASE_TRIES - 1):
         try:
             return action()
         except DATABASE_GONE:
-            if attempt == DATABASE_TRIES - 1:
-                raise
             log.warning("%s: database unavailable, trying again", what, exc_info=True)
             time.sleep(min(0.5 * 2**attempt, 8.0))
-    raise AssertionError("unreachable")
+    return action()
 
 
 class Reporter:

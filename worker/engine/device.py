@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from shared.settings import get_settings
+
 
 def pick_device(setting: str = "auto") -> torch.device:
     """settings.device: "auto" takes the first GPU when there is one."""
@@ -29,8 +31,6 @@ def prepare(device: torch.device) -> None:
 
 def conv_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype for the convolutions, None for full fp32 (CPU, or precision=fp32)."""
-    from shared.settings import get_settings
-
     if device.type != "cuda" or get_settings().precision == "fp32":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

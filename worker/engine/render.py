@@ -275,18 +275,17 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
     """Per-position moments of the style at each size, averaged with equal weight.
 
     Averaging per-position statistics (not raw sums) gives each size an equal say however
-    many positions it has; the result is the statistics of an equal mixture of the sizes.
+    many positions it has; the result is the statistics of an equal mixture of the sizes,
+    as the moments of one position.
     """
-    mixed: dict[str, losses.Moments] = {}
+    per_size: list[dict[str, losses.Moments]] = []
     with torch.no_grad():
         for side in sides:
             style_x = to_tensor(resize(style, fit_long_side(*style.size, side)), device)
-            for k, f in model(style_x, layers).items():
-                m = losses.moments(f)
-                share = losses.Moments(1, m.mean() / len(sides), m.gram() / len(sides))
-                mixed[k] = share if k not in mixed else mixed[k] + share
-    # Moments add their counts; reset to one position so mean() and gram() read the mix.
-    return {k: losses.Moments(1, m.total, m.outer) for k, m in mixed.items()}
+            per_size.append({k: losses.moments(f) for k, f in model(style_x, layers).items()})
+    return {k: losses.Moments(1, sum(m[k].mean() for m in per_size) / len(sides),
+                              sum(m[k].gram() for m in per_size) / len(sides))
+            for k in per_size[0]}
 
 
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
