@@ -97,8 +97,9 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
-    # Convolutions on a GPU: "auto" (bf16, or fp16 where bf16 is missing) or "fp32"
-    # (slower; the CPU's arithmetic, for comparing pictures across devices).
+    # Convolutions: "auto" (bf16 on a GPU with native bf16, fp32 elsewhere), "fp32" (a GPU
+    # then scores like the CPU, for comparing pictures across devices) or "bf16" (on any
+    # device, the CPU included: the GPU's arithmetic, for tests and memory measurements).
     precision: str = "auto"
     # A job that fails this many deliveries (worker deaths included) is marked failed.
     max_attempts: int = 3

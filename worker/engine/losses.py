@@ -43,10 +43,49 @@ class Moments:
         return self.gram() - torch.outer(mean, mean)
 
 
+# Positions converted to fp32 at a time by `moments`: a (512, 16384) fp32 block is 32 MiB.
+_CHUNK = 16384
+
+
 def moments(features: torch.Tensor) -> Moments:
     """Moments of a (1, C, H, W) feature map (or of one tile of it), always in fp32."""
-    flat = features.float().flatten(2).squeeze(0)  # (C, HW)
-    return Moments(flat.shape[1], flat.sum(1), flat @ flat.T)
+    flat = features.flatten(2).squeeze(0)  # (C, HW), a view in either layout
+    total, outer = _Sums.apply(flat)
+    return Moments(flat.shape[1], total, outer)
+
+
+class _Sums(torch.autograd.Function):
+    """Σ f and Σ f fᵀ over the columns of a (C, N) matrix of any dtype, in fp32.
+
+    `flat.float() @ flat.float().T` would keep an fp32 copy of the whole layer for the
+    backward: on a GPU, twice the memory of the bf16 feature map itself. This keeps only the
+    input, which the ReLU that made it keeps anyway (the same storage), and converts a block
+    of positions at a time, in the forward and again in the backward.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, flat: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(flat)
+        channels = flat.shape[0]
+        total = flat.new_zeros(channels, dtype=torch.float32)
+        outer = flat.new_zeros((channels, channels), dtype=torch.float32)
+        for block in flat.split(_CHUNK, dim=1):
+            block = block.float()
+            total += block.sum(1)
+            outer.addmm_(block, block.T)
+        return total, outer
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_total: torch.Tensor,
+                 grad_outer: torch.Tensor) -> torch.Tensor:
+        (flat,) = ctx.saved_tensors
+        both = grad_outer + grad_outer.T  # d⟨A, F Fᵀ⟩/dF = (A + Aᵀ) F
+        grad = torch.empty_like(flat)
+        for block, out in zip(flat.split(_CHUNK, dim=1), grad.split(_CHUNK, dim=1),
+                              strict=True):
+            out.copy_(torch.addmm(grad_total[:, None], both, block.float()))
+        return grad
 
 
 # ------------------------------------------------------------------ style: Gram matrices

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from worker.engine.device import in_layout_of
+
 # Pixel units are levels of 0..255. The first L-BFGS step moves the image by at most this
 # much: big enough that the step is far above fp32 rounding of values near 100 (a step of
 # torch's 1/‖g‖₁ is about 1e-6 of a level at 512 px, below it), so the first curvature pair
@@ -76,7 +78,7 @@ class LBFGS:
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         st = self.state
-        grad = grad.detach().contiguous(memory_format=torch.contiguous_format)
+        grad = in_layout_of(grad.detach(), x)
         if st.prev_x is None or st.prev_grad is None:
             st.prev_x, st.prev_grad = torch.empty_like(x), torch.empty_like(grad)
         else:
@@ -160,6 +162,7 @@ class Adam:
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         st = self.state
         beta1, beta2 = self.betas
+        grad = in_layout_of(grad, x)
         if st.m is None or st.v is None:
             st.m, st.v = torch.zeros_like(x), torch.zeros_like(x)
         st.step += 1
@@ -177,7 +180,9 @@ class Adam:
         return x.detach() if self.state.ema is None else self.state.ema
 
 
-def resize_adam_state(state: AdamState, size: tuple[int, int]) -> AdamState:
+def resize_adam_state(state: AdamState, size: tuple[int, int],
+                      memory_format: torch.memory_format = torch.contiguous_format
+                      ) -> AdamState:
     """Carry Adam's moments to the next, larger scale.
 
     Losses are means over positions, so a pixel's gradient shrinks by the area ratio r
@@ -191,4 +196,5 @@ def resize_adam_state(state: AdamState, size: tuple[int, int]) -> AdamState:
     ratio = (state.m.shape[-2] * state.m.shape[-1]) / (height * width)
     m = F.interpolate(state.m, size=size, mode="bicubic", align_corners=False) * ratio
     v = F.interpolate(state.v, size=size, mode="bilinear", align_corners=False) * ratio**2
-    return AdamState(step=state.step, m=m, v=v.clamp_min(0), ema=None)
+    return AdamState(step=state.step, m=m.contiguous(memory_format=memory_format),
+                     v=v.clamp_min(0).contiguous(memory_format=memory_format), ema=None)

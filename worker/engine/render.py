@@ -28,7 +28,7 @@ from shared.spec import (
 )
 from worker.engine import color, losses
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
-from worker.engine.device import pick_device, prepare
+from worker.engine.device import memory_format, pick_device, prepare
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
 from worker.engine.vgg import LAYERS, VGG19, load_vgg
@@ -138,7 +138,7 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         objective = _objective(model, params, scale, content, style_targets, blend,
                                layer_weights, dev)
         x = _start(x, scale, params, content, init_image, generator, dev)
-        optimizer = _optimizer(params, scale, adam_state)
+        optimizer = _optimizer(params, scale, adam_state, dev)
         for it in range(scale.iterations):
             loss, grad = objective(x)
             optimizer.step(x, grad)
@@ -335,14 +335,16 @@ def _start(previous: torch.Tensor | None, scale: Scale, params: RenderParams,
         # Mid-grey plus noise, made on the CPU so a seed gives the same start on any device.
         noise = torch.randn((1, 3, scale.height, scale.width), generator=generator) * 48 + 128
         x = (noise - torch.tensor(BGR_MEAN).view(1, 3, 1, 1)).to(device)
-    return _clamp_(x.contiguous())
+    return _clamp_(x.contiguous(memory_format=memory_format(device)))
 
 
-def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None) -> LBFGS | Adam:
+def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None,
+               device: torch.device) -> LBFGS | Adam:
     if params.optimizer == "lbfgs":
         return LBFGS(history_size=params.lbfgs_history)
     size = (scale.height, scale.width)
-    state = None if adam_state is None else resize_adam_state(adam_state, size)
+    state = (None if adam_state is None
+             else resize_adam_state(adam_state, size, memory_format(device)))
     return Adam(lr=params.learning_rate, ema_decay=params.ema_decay, state=state)
 
 

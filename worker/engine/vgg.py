@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from worker.engine.device import conv_autocast, memory_format
+from worker.engine.device import conv_autocast, conv_dtype, memory_format
 
 __all__ = ["LAYERS", "VGG19", "clear_cache", "load_vgg", "weights_path"]
 
@@ -73,19 +73,56 @@ class VGG19(nn.Module):
         out: dict[str, torch.Tensor] = {}
         convs = iter(self.convs.values())
         x = x.contiguous(memory_format=memory_format(x.device))
+        dtype = conv_dtype(x.device)
         with conv_autocast(x.device):
             for name in self.names:
                 if len(out) == len(layers):
                     break
-                if name.startswith("relu"):
+                if name == "relu1_1":
+                    x = F.relu(_exact_conv(next(convs), x, dtype))
+                elif name.startswith("relu"):
                     x = F.relu(next(convs)(x))
                 elif self.pooling == "max":
-                    x = F.max_pool2d(x, 2, ceil_mode=True)
+                    x = _MaxPool.apply(x)
                 else:
                     x = F.avg_pool2d(x, 2, ceil_mode=True)
                 if name in layers:
                     out[name] = x
         return out
+
+
+def _exact_conv(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """The first convolution in fp32, its output handed on in the autocast dtype.
+
+    It is the one layer that sees the image itself: bf16 would round pixel values near 255
+    to steps of 1 level, so the optimiser could not move a pixel by less than that. Its fp32
+    output is transient (the cast keeps nothing for the backward).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        y = conv(x.float())
+    return y if dtype is None else y.to(dtype)
+
+
+class _MaxPool(torch.autograd.Function):
+    """2×2 max pooling (ceil mode) that keeps no int64 indices for the backward.
+
+    F.max_pool2d saves 8 bytes of indices per output element, as much memory as the bf16
+    feature map it pools. This saves only its input, which the ReLU before it keeps anyway
+    (the same storage), and finds the maxima again during the backward.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.max_pool2d(x, 2, ceil_mode=True)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (grad_x,) = torch.autograd.grad(F.max_pool2d(x, 2, ceil_mode=True), x, grad)
+        return grad_x
 
 
 def load_vgg(pooling: str = "max", device: str | torch.device = "cpu",
