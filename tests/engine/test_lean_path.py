@@ -96,7 +96,7 @@ def test_statistics_and_their_gradient_equal_the_plain_computation() -> None:
     lean, plain = losses.moments(a), _naive_moments(b)
     assert torch.allclose(lean.outer, plain.outer, rtol=1e-5, atol=1e-3)
     assert torch.allclose(lean.total, plain.total, rtol=1e-5, atol=1e-3)
-    for stats, x in ((lean, a), (plain, b)):
+    for stats in (lean, plain):
         ((stats.outer * weights[0]).sum() + (stats.total * weights[1]).sum()).backward()
     assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-4 * b.grad.abs().max())
 
