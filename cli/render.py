@@ -94,7 +94,9 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> RenderParams:
             continue
         if isinstance(f.metadata["field"], mf.Dict):
             value = _parse_pairs(option_name(f.name), value)
-        if isinstance(value, str) and value.lower() == "none" and f.metadata["field"].allow_none:
+        # "none", or "auto" where None means the worker chooses (--tile-size auto).
+        if isinstance(value, str) and value.lower() in ("none", "auto") \
+                and f.metadata["field"].allow_none:
             value = None
         raw[f.name] = [_number(v) for v in value] if isinstance(value, list) else _number(value)
     try:

@@ -101,6 +101,12 @@ class Settings:
     # then scores like the CPU, for comparing pictures across devices) or "bf16" (on any
     # device, the CPU included: the GPU's arithmetic, for tests and memory measurements).
     precision: str = "auto"
+    # Memory a worker's render may plan to use, in MiB; 0 means the device's free memory
+    # (the GPU's, or the host's available RAM). The memory plan tiles what does not fit.
+    memory_limit_mb: int = 0
+    # Memory of the farm's largest worker, in MiB, for the API's check at submit until a
+    # worker has published its own (0: no check until then).
+    farm_memory_mb: int = 0
     # A job that fails this many deliveries (worker deaths included) is marked failed.
     max_attempts: int = 3
     # Seconds a running job may take before the worker aborts it (soft) / is killed (hard).

@@ -39,6 +39,10 @@ MAX_STYLE_SIDE = 4096
 # can see, and a schedule from 16 px to 16384 px in steps of 1.05 has 143 scales.
 MAX_STYLES = 16
 MAX_SCALES = 160
+# Tiles of the tiled optimisation: their origins sit on multiples of VGG-19's total stride
+# up to relu5_1, so the pooling grids of every tile line up with the whole image's.
+TILE_ALIGN = 16
+MIN_TILE, MAX_TILE = 64, 8192
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -47,6 +51,15 @@ def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
         metadata = {"field": schema_field, "help": help}
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata={"field": schema_field, "help": help})
+
+
+def _multiple_of(step: int) -> validate.Validator:
+    def check(value: int) -> bool:
+        if value % step:
+            raise ValidationError(f"must be a multiple of {step}")
+        return True
+
+    return check  # type: ignore[return-value]
 
 
 def _choice(choices: tuple[str, ...]) -> mf.String:
@@ -124,6 +137,12 @@ class RenderParams:
         0, mf.Integer(allow_none=True, validate=validate.Range(0, 2**63 - 1)),
         "random seed; the same seed repeats a CPU run exactly")
     pooling: str = _param("max", _choice(POOLINGS), "VGG-19 pooling: max or avg")
+    tile_size: int | None = _param(
+        None, mf.Integer(allow_none=True, validate=[validate.Range(MIN_TILE, MAX_TILE),
+                                                    _multiple_of(TILE_ALIGN)]),
+        f"largest tile, in pixels, of the tiled optimisation ({MIN_TILE}..{MAX_TILE}, a "
+        f"multiple of {TILE_ALIGN}; the same picture in less memory, a little slower); null "
+        "(CLI: auto) lets the worker's memory plan choose: untiled when the scale fits")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

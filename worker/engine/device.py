@@ -83,3 +83,29 @@ def in_layout_of(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if tensor.stride() == like.stride():
         return tensor
     return torch.empty_like(like).copy_(tensor)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a render may plan to use here: settings.memory_limit_mb when set, else the
+    device's free memory (a GPU's, or the host's available RAM), times memory.MARGIN."""
+    from shared.memory import MARGIN
+
+    limit = get_settings().memory_limit_mb
+    if limit:
+        return limit * 2**20
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * MARGIN)
+    return int(available_ram() * MARGIN)
+
+
+def available_ram() -> int:
+    """MemAvailable from /proc/meminfo (Linux); elsewhere, a conservative 8 GiB."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 2**30

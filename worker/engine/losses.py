@@ -11,7 +11,9 @@ directly the quality measure that bench/engine.py reports.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -123,8 +125,21 @@ def _sqrtm(matrix: torch.Tensor) -> torch.Tensor:
     return (vectors * values.clamp_min(_EIG_EPS).sqrt()) @ vectors.T
 
 
+def _gaussian(stats: Moments) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance in float64.
+
+    The covariance is a difference of two large sums (E[ffᵀ] − μμᵀ), and the loss then
+    takes matrix square roots of it: in fp32 the gradient changes by parts in 10⁴ when the
+    same sums are added in another order (as tiles add them), far above fp32's rounding
+    of the sums themselves. C×C matrices, so float64 costs little.
+    """
+    count = stats.count
+    mean = stats.total.double() / count
+    return mean, stats.outer.double() / count - torch.outer(mean, mean)
+
+
 def gaussian_target(stats: Moments) -> GaussianTarget:
-    mean, cov = stats.mean(), stats.covariance()
+    mean, cov = _gaussian(stats)
     cov = (cov + cov.T) / 2
     return GaussianTarget(mean, cov, _sqrtm(cov), mean.square().sum() + cov.trace())
 
@@ -136,13 +151,35 @@ def wasserstein_loss(stats: Moments, target: GaussianTarget) -> torch.Tensor:
     W2² = ‖μ − μs‖² + tr Σ + tr Σs − 2 tr (Σs^½ Σ Σs^½)^½; the last trace is the sum of
     square roots of the eigenvalues of a symmetric matrix, differentiable through eigvalsh.
     """
-    mean, cov = stats.mean(), stats.covariance()
+    mean, cov = _gaussian(stats)
     cross = target.cov_sqrt @ cov @ target.cov_sqrt
     cross = (cross + cross.T) / 2
     root_trace = torch.linalg.eigvalsh(cross).clamp_min(_EIG_EPS).sqrt().sum()
     distance = ((mean - target.mean).square().sum() + cov.trace() + target.cov.trace()
                 - 2 * root_trace)
-    return distance.clamp_min(0) / target.norm
+    return (distance.clamp_min(0) / target.norm).float()
+
+
+@dataclass
+class StyleLoss:
+    """The weighted style loss of one scale, from each layer's moments.
+
+    The whole-image objective and the tiled one (tiled.py) both call this, on moments of
+    the whole image either way: one definition of the style term, whoever sums positions.
+    """
+
+    distance: Callable[[Moments, Any], torch.Tensor]  # gram_loss or wasserstein_loss
+    targets: Sequence[Mapping[str, Any]]  # per style: layer -> GramTarget | GaussianTarget
+    blend: Sequence[float]  # per style, summing to 1
+    layer_weights: Mapping[str, float]
+    weight: float
+
+    def __call__(self, stats: Mapping[str, Moments]) -> torch.Tensor:
+        terms = [self.weight * share * layer_weight * self.distance(stats[k], targets[k])
+                 for share, targets in zip(self.blend, self.targets, strict=True)
+                 for k, layer_weight in self.layer_weights.items()]
+        # A CPU scalar adds to a tensor on any device.
+        return sum(terms[1:], terms[0]) if terms else torch.zeros(())
 
 
 # -------------------------------------------------------------------- content and smoothness
@@ -170,6 +207,22 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     Squared, so it damps pixel noise (which L-BFGS leaves in flat regions) far more than
     edges.
     """
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    return (dx.square().mean() + dy.square().mean()) / 255.0**2
+    height, width = image.shape[-2:]
+    return tv_part(image, (height, width), (height, width))
+
+
+def tv_part(region: torch.Tensor, owned: tuple[int, int], size: tuple[int, int]
+            ) -> torch.Tensor:
+    """The share of `tv_loss` of an image of `size` (H, W) that belongs to some pixels.
+
+    `region` starts at the first owned pixel and holds `owned` (rows, columns) of them, plus
+    the next row and column where the image has them: each pixel owns the differences to
+    its right and lower neighbours. Normalised by the whole image's counts, so the parts of
+    disjoint tiles add up to `tv_loss` of the whole.
+    """
+    rows, cols = owned
+    height, width = size
+    dx = region[..., :rows, 1:] - region[..., :rows, :-1]
+    dy = region[..., 1:, :cols] - region[..., :-1, :cols]
+    return (dx.square().sum() / (height * (width - 1))
+            + dy.square().sum() / ((height - 1) * width)) / 255.0**2

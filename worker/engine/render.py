@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from shared import memory
 from shared.spec import (
     CONTENT_LAYER,
     STYLE_LAYERS,
@@ -26,9 +27,10 @@ from shared.spec import (
     plan_scales,
     style_long_sides,
 )
-from worker.engine import color, losses
+from worker.engine import color, losses, tiled
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
-from worker.engine.device import memory_format, pick_device, prepare
+from worker.engine.device import conv_dtype, memory_format, pick_device, prepare
+from worker.engine.device import memory_budget as memory_budget_of
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
 from worker.engine.vgg import LAYERS, VGG19, load_vgg
@@ -93,7 +95,8 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
            device: str | torch.device | None = None,
            target_cache: MutableMapping[Hashable, StyleTargets] | None = None,
            on_checkpoint: Callable[[Checkpoint], Any] | None = None,
-           resume: Checkpoint | None = None) -> Image.Image:
+           resume: Checkpoint | None = None,
+           memory_budget: int | None = None) -> Image.Image:
     """Render `spec`. `on_progress(event)` runs after every iteration; if it returns
     something truthy the render stops there and raises `Cancelled`. (An exception raised by
     the callback itself propagates unchanged, and stops the render just as promptly.)
@@ -107,6 +110,10 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     `on_checkpoint(checkpoint)` runs after each scale but the last; `resume=` one of them
     continues from there, on any device, to the same picture (bit for bit on the CPU)
     as a render that was never interrupted.
+
+    The memory plan (shared/memory.py) picks each scale's tiling for `memory_budget` bytes
+    (default: what the device has free, see device.memory_budget) before anything renders,
+    and raises memory.DoesNotFit, naming the fix, for a job no tiling fits.
     """
     started = time.monotonic() - (resume.elapsed if resume is not None else 0.0)
     params = spec.params
@@ -119,6 +126,9 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     final_side = max(plan[-1].width, plan[-1].height)
     layer_weights = style_layer_weights(params)
     layers = frozenset(layer_weights) | {CONTENT_LAYER}
+    tiles = memory.job_plan(params, *spec.content.size,
+                            memory_budget if memory_budget is not None else memory_budget_of(dev),
+                            2 if conv_dtype(dev) is not None else 4, dev.type)
     model = load_vgg(params.pooling, str(dev), max(layers, key=LAYERS.index))
     generator = torch.Generator().manual_seed(
         params.seed if params.seed is not None else random.getrandbits(63))
@@ -133,10 +143,11 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         x, adam_state = resume.x, resume.adam
         work_done = sum(s.width * s.height * s.iterations for s in plan[:resume.scale + 1])
     for scale in plan[0 if resume is None else resume.scale + 1:]:
+        tile = tiles[scale.index]
         style_targets = _style_targets(model, params, scale, final_side, styles,
-                                       spec.style_ids, layer_weights, dev, target_cache)
+                                       spec.style_ids, layer_weights, dev, target_cache, tile)
         objective = _objective(model, params, scale, content, style_targets, blend,
-                               layer_weights, dev)
+                               layer_weights, dev, tile)
         x = _start(x, scale, params, content, init_image, generator, dev)
         optimizer = _optimizer(params, scale, adam_state, dev)
         for it in range(scale.iterations):
@@ -247,7 +258,8 @@ StyleTargets = dict[str, Any]  # layer name -> losses.GramTarget or losses.Gauss
 def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side: int,
                    styles: Sequence[Image.Image], style_ids: Sequence[str] | None,
                    layer_weights: dict[str, float], device: torch.device,
-                   cache: MutableMapping[Hashable, StyleTargets] | None) -> list[StyleTargets]:
+                   cache: MutableMapping[Hashable, StyleTargets] | None,
+                   tile: int | None = None) -> list[StyleTargets]:
     """Each style's targets at this scale: from the cache when an earlier render made them.
 
     Colour preservation rewrites the styles against the content, so those targets belong to
@@ -262,7 +274,7 @@ def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side:
                 tuple(sorted(layer_weights)), str(device)) if cacheable else None)
         found = cache.get(key) if cache is not None and key is not None else None
         if found is None:
-            stats = _style_moments(model, style, sides, frozenset(layer_weights), device)
+            stats = _style_moments(model, style, sides, frozenset(layer_weights), device, tile)
             found = {k: make_target(m) for k, m in stats.items()}
             if cache is not None and key is not None:
                 cache[key] = found
@@ -271,7 +283,8 @@ def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side:
 
 
 def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
-                   layers: frozenset[str], device: torch.device) -> dict[str, losses.Moments]:
+                   layers: frozenset[str], device: torch.device, tile: int | None = None
+                   ) -> dict[str, losses.Moments]:
     """Per-position moments of the style at each size, averaged with equal weight.
 
     Averaging per-position statistics (not raw sums) gives each size an equal say however
@@ -282,7 +295,10 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
     with torch.no_grad():
         for side in sides:
             style_x = to_tensor(resize(style, fit_long_side(*style.size, side)), device)
-            per_size.append({k: losses.moments(f) for k, f in model(style_x, layers).items()})
+            if tile is not None:
+                per_size.append(tiled.moments(model, style_x, layers, tile))
+            else:
+                per_size.append({k: losses.moments(f) for k, f in model(style_x, layers).items()})
     return {k: losses.Moments(1, sum(m[k].mean() for m in per_size) / len(sides),
                               sum(m[k].gram() for m in per_size) / len(sides))
             for k in per_size[0]}
@@ -290,12 +306,22 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
 
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
                style_targets: Sequence[StyleTargets], blend: Sequence[float],
-               layer_weights: dict[str, float], device: torch.device
+               layer_weights: dict[str, float], device: torch.device, tile: int | None = None
                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The loss at this scale as a function of the image, its content target computed once."""
+    """The loss at this scale as a function of the image, its content target computed once.
+
+    With `tile`, the same loss and gradient computed tile by tile (tiled.py), in memory
+    bounded by the tile; without, in one pass over the whole image (the faster way, when
+    it fits).
+    """
     style_distance = losses.gram_loss if params.style_loss == "gram" else losses.wasserstein_loss
+    style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
+                                  params.style_weight)
+    content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
+    if tile is not None:
+        return tiled.objective(model, style_loss, content_x, params.content_weight,
+                               params.tv_weight, tile)
     with torch.no_grad():
-        content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
         content_target = losses.content_target(model(content_x, {CONTENT_LAYER})[CONTENT_LAYER])
     layers = frozenset(layer_weights) | {CONTENT_LAYER}
 
@@ -303,11 +329,7 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
         x.requires_grad_(True)
         features = model(x, layers)
         loss = params.content_weight * losses.content_loss(features[CONTENT_LAYER], content_target)
-        stats = {k: losses.moments(features[k]) for k in layer_weights}
-        for weight, targets in zip(blend, style_targets, strict=True):
-            for k, layer_weight in layer_weights.items():
-                loss = loss + (params.style_weight * weight * layer_weight
-                               * style_distance(stats[k], targets[k]))
+        loss = loss + style_loss({k: losses.moments(features[k]) for k in layer_weights})
         if params.tv_weight:
             loss = loss + params.tv_weight * losses.tv_loss(x)
         (grad,) = torch.autograd.grad(loss, x)

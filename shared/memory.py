@@ -1,0 +1,135 @@
+"""The memory plan: a render's peak memory predicted from its parameters, and the tile
+size that keeps it under a budget.
+
+Pure Python (no torch), so the API refuses at submit a job that no worker could run, with
+the same numbers a worker uses to choose its tiles. The per-pixel constants were measured
+on a CPU in fp32 (peak resident memory; bench/memory.py prints measured beside predicted);
+the bf16 ones are derived from them (2-byte activations), not measured on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from shared.spec import (
+    MIN_TILE,
+    TILE_ALIGN,
+    RenderParams,
+    Scale,
+    plan_scales,
+    style_long_sides,
+)
+
+# The tiled objective's halo up to relu5_1: VGG-19's receptive reach (70 px) rounded up to
+# TILE_ALIGN. worker/engine/tiled.py computes it from the network; a test checks they agree.
+HALO = 80
+# Bytes per input pixel of a forward and backward pass up to relu5_1 (activations kept for
+# the backward and the backward's own transients), and of a forward pass without grad.
+GRAD_BYTES_PER_PIXEL = {4: 1700, 2: 900}
+FORWARD_BYTES_PER_PIXEL = {4: 560, 2: 290}
+# The process before any image: torch, the VGG-19 weights up to relu5_1, allocator slack.
+# Resident memory on the CPU; on a GPU, the weights only.
+BASE_BYTES = {"cpu": 700 * 2**20, "cuda": 120 * 2**20}
+# One fp32 BGR image per pixel; and relu4_2's map (512 channels, stride 8) in fp32.
+IMAGE = 12
+CONTENT_TARGET = 512 * 4 // 64
+# Image-sized buffers besides the optimiser's: the image, its gradient, the content image,
+# the gradient's transient copy.
+IMAGES = 4
+# Share of the free memory a plan may use: allocator fragmentation and other processes.
+MARGIN = 0.85
+
+
+def optimizer_images(params: RenderParams) -> int:
+    """Image-sized buffers of the optimiser's state: L-BFGS keeps history+1 (s, y) slots,
+    its last point and gradient, and its search direction; Adam two moments and the mean."""
+    if params.optimizer == "lbfgs":
+        return 2 * (params.lbfgs_history + 1) + 3
+    return 3
+
+
+def tile_step(length: int, tile: int) -> int:
+    """The pixels each tile owns along an axis of `length`: as even a split into tiles of
+    at most `tile` as TILE_ALIGN allows (the last tile takes the remainder)."""
+    count = math.ceil(length / tile)
+    return math.ceil(length / count / TILE_ALIGN) * TILE_ALIGN
+
+
+def crop_pixels(width: int, height: int, tile: int | None, halo: int = HALO) -> int:
+    """Pixels of the largest crop (tile plus halo) that the network sees at once."""
+    if tile is None:
+        return width * height
+    return (min(width, tile_step(width, tile) + 2 * halo)
+            * min(height, tile_step(height, tile) + 2 * halo))
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A predicted peak in bytes, by part (for messages and the bench's table)."""
+
+    base: int
+    state: int  # whole-image buffers, optimiser state, content target
+    network: int  # the largest pass of the network: the objective or a style forward
+
+    @property
+    def total(self) -> int:
+        return self.base + self.state + self.network
+
+
+def scale_peak(params: RenderParams, scale: Scale, final_side: int, tile: int | None,
+               dtype_bytes: int = 4, device: str = "cpu") -> Peak:
+    """Predicted peak of one scale, rendered untiled (`tile` None) or with `tile`."""
+    pixels = scale.width * scale.height
+    state = pixels * (IMAGE * (IMAGES + optimizer_images(params)) + CONTENT_TARGET)
+    objective = GRAD_BYTES_PER_PIXEL[dtype_bytes] * crop_pixels(scale.width, scale.height,
+                                                                 tile)
+    style_forward = 0
+    aspect = min(scale.width, scale.height) / max(scale.width, scale.height)
+    for side in style_long_sides(params, max(scale.width, scale.height), final_side):
+        # The style's aspect is unknown here: as the content's, the likeliest.
+        short = max(1, round(side * aspect))
+        style_forward = max(style_forward, FORWARD_BYTES_PER_PIXEL[dtype_bytes]
+                            * crop_pixels(side, short, tile))
+    return Peak(BASE_BYTES["cuda" if device.startswith("cuda") else "cpu"], state,
+                max(objective, style_forward))
+
+
+class DoesNotFit(ValueError):
+    """No tile size fits the budget: the message names the fix."""
+
+
+def choose_tile(params: RenderParams, scale: Scale, final_side: int, budget: int,
+                dtype_bytes: int = 4, device: str = "cpu") -> int | None:
+    """The tile for a scale: the job's own `tile_size`, else None (untiled, the fastest)
+    when that fits `budget` bytes, else the largest tile that fits."""
+    if params.tile_size is not None:
+        return params.tile_size
+    if scale_peak(params, scale, final_side, None, dtype_bytes, device).total <= budget:
+        return None
+    longest = max(scale.width, scale.height)
+    tile = (longest // TILE_ALIGN) * TILE_ALIGN
+    while tile >= MIN_TILE:
+        peak = scale_peak(params, scale, final_side, tile, dtype_bytes, device)
+        if peak.total <= budget:
+            return tile
+        tile = max(MIN_TILE - TILE_ALIGN, (tile * 3 // 4) // TILE_ALIGN * TILE_ALIGN)
+    smallest = scale_peak(params, scale, final_side, MIN_TILE, dtype_bytes, device)
+    raise DoesNotFit(_advice(params, scale, smallest, budget))
+
+
+def _advice(params: RenderParams, scale: Scale, peak: Peak, budget: int) -> str:
+    gib = 2**30
+    fix = ("lower lbfgs_history or use optimizer adam, or lower size"
+           if params.optimizer == "lbfgs" else "lower size")
+    return (f"the {scale.width}x{scale.height} scale needs {peak.total / gib:.1f} GiB even in "
+            f"{MIN_TILE} px tiles ({peak.state / gib:.1f} GiB of it whole-image buffers "
+            f"and optimizer state), over the {budget / gib:.1f} GiB this worker can use: {fix}")
+
+
+def job_plan(params: RenderParams, content_width: int, content_height: int, budget: int,
+             dtype_bytes: int = 4, device: str = "cpu") -> list[int | None]:
+    """The tile of every scale; raises DoesNotFit, before anything renders, when one has none."""
+    plan = plan_scales(params, content_width, content_height)
+    final_side = max(plan[-1].width, plan[-1].height)
+    return [choose_tile(params, s, final_side, budget, dtype_bytes, device) for s in plan]
