@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, select
 from api import idempotency
 from api.context import announce, db, owner, settings
 from api.errors import ApiError
+from api.farm import farm_workers
 from api.jobs import enqueue_or_fail
 from api.parsing import Blueprint
 from api.present import aware
@@ -90,7 +91,8 @@ class Batches(MethodView):
                            for n, job in enumerate(data.get("jobs", ()))}},
                        settings().webhook_private)
         try:
-            check_jobs(session, jobs, settings().max_output_pixels, paths)
+            check_jobs(session, jobs, settings().max_output_pixels, paths,
+                       farm_workers(settings()))
         except ApiError as error:
             if error.fields and "jobs" not in data:
                 error.fields = _pair_fields(error.fields)

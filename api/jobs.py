@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from api import idempotency
 from api.context import announce, db, enqueue, owner, settings, storage
 from api.errors import ApiError
+from api.farm import farm_workers
 from api.parsing import Blueprint
 from api.present import aware, job_view
 from api.schemas import JobListArgsSchema, JobOutSchema, JobPageSchema
@@ -69,7 +70,8 @@ class Jobs(MethodView):
         """Submit one job. It is queued; follow it at the Location."""
         session = db()
         check_webhooks({"webhook_url": job.get("webhook_url")}, settings().webhook_private)
-        check_jobs(session, [job], settings().max_output_pixels)
+        check_jobs(session, [job], settings().max_output_pixels,
+                   workers=farm_workers(settings()))
         [(job_id, priority)] = insert_jobs(session, [job], owner=owner(), batch_id=None,
                                            created_at=utcnow())
         session.flush()

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from shared.memory import WorkerMemory, farm_problem
 from shared.models import Image, Job, Status, new_id
 from shared.spec import RenderParams, output_size, plan_scales
 from shared.webhooks import target_problem
@@ -67,8 +68,10 @@ def _image_refs(job: dict[str, Any], path: str) -> Iterable[tuple[str, str]]:
 
 
 def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixels: int,
-               paths: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
-    """Raise a 422 naming the fields whose images are unknown or whose output is too large.
+               paths: Sequence[str] | None = None,
+               workers: Sequence[WorkerMemory] = ()) -> dict[str, tuple[int, int]]:
+    """Raise a 422 naming the fields whose images are unknown or whose output is too large,
+    or that no worker in `workers` has the memory for (none given: not checked).
 
     `paths[i]` prefixes field names of job i ("jobs.3."); None names the fields of a
     single job. Returns the sizes of the images, for the caller's use.
@@ -98,12 +101,14 @@ def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixe
                 fields[f"{prefix}{name}"] = [
                     f"output would be {width}x{height} = {width * height} pixels, over the "
                     f"limit of {max_output_pixels}"]
-            elif problem := picture_problem(params, *content):
+            elif problem := (picture_problem(params, *content)
+                             or farm_problem(params, *content, list(workers))):
                 fields[f"{prefix}{name}"] = [problem]
             if len(fields) >= _MAX_REPORTED:
                 break
     if fields:
-        raise ApiError(422, "the output is too large, or too thin to be a picture", fields)
+        raise ApiError(422, "the output is too large, too thin to be a picture, or needs more "
+                       "memory than any worker has", fields)
     return sizes
 
 

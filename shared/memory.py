@@ -9,6 +9,7 @@ the bf16 ones are derived from them (2-byte activations), not measured on a GPU.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -26,11 +27,11 @@ from shared.spec import (
 HALO = 80
 # Bytes per input pixel of a forward and backward pass up to relu5_1 (activations kept for
 # the backward and the backward's own transients), and of a forward pass without grad.
-GRAD_BYTES_PER_PIXEL = {4: 1700, 2: 900}
-FORWARD_BYTES_PER_PIXEL = {4: 560, 2: 290}
+GRAD_BYTES_PER_PIXEL = {4: 1250, 2: 700}
+FORWARD_BYTES_PER_PIXEL = {4: 600, 2: 330}
 # The process before any image: torch, the VGG-19 weights up to relu5_1, allocator slack.
 # Resident memory on the CPU; on a GPU, the weights only.
-BASE_BYTES = {"cpu": 700 * 2**20, "cuda": 120 * 2**20}
+BASE_BYTES = {"cpu": 900 * 2**20, "cuda": 120 * 2**20}
 # One fp32 BGR image per pixel; and relu4_2's map (512 channels, stride 8) in fp32.
 IMAGE = 12
 CONTENT_TARGET = 512 * 4 // 64
@@ -133,3 +134,45 @@ def job_plan(params: RenderParams, content_width: int, content_height: int, budg
     plan = plan_scales(params, content_width, content_height)
     final_side = max(plan[-1].width, plan[-1].height)
     return [choose_tile(params, s, final_side, budget, dtype_bytes, device) for s in plan]
+
+
+# ------------------------------------------------------------------ what workers publish
+
+
+@dataclass(frozen=True)
+class WorkerMemory:
+    """What a worker can give one render: its budget in bytes (free device memory at start,
+    times MARGIN, or settings.memory_limit_mb), its activation width and device type."""
+
+    budget: int
+    dtype_bytes: int = 4
+    device: str = "cpu"
+
+    def to_json(self) -> str:
+        return json.dumps({"budget": self.budget, "dtype_bytes": self.dtype_bytes,
+                           "device": self.device})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerMemory:
+        data = json.loads(text)
+        return cls(int(data["budget"]), int(data["dtype_bytes"]), str(data["device"]))
+
+
+def workers_key(queue_prefix: str) -> str:
+    """The Redis hash of worker name -> WorkerMemory JSON, one per farm (queue prefix)."""
+    return f"{queue_prefix}worker_memory"
+
+
+def farm_problem(params: RenderParams, content_width: int, content_height: int,
+                 workers: list[WorkerMemory]) -> str | None:
+    """Why no worker of the farm could run this job, or None (also when none is known)."""
+    problem = None
+    for worker in workers:
+        try:
+            job_plan(params, content_width, content_height, worker.budget, worker.dtype_bytes,
+                     worker.device)
+        except DoesNotFit as exc:
+            problem = f"no worker has the memory for this job: {exc}"
+        else:
+            return None
+    return problem

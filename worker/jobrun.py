@@ -22,6 +22,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared import transitions
 from shared.db import session_scope
+from shared.memory import DoesNotFit
 from shared.models import Job
 from shared.spec import RenderParams
 from shared.storage import atomic_write
@@ -241,7 +242,7 @@ def user_message(exc: BaseException, inputs: JobInputs, runtime: Runtime) -> str
     """A failure as something the user can act on; the traceback goes to the log."""
     from celery.exceptions import SoftTimeLimitExceeded
 
-    if isinstance(exc, engine_adapter.ImageError):
+    if isinstance(exc, engine_adapter.ImageError | DoesNotFit):
         return str(exc)
     if isinstance(exc, ResultWriteError):
         return str(exc)

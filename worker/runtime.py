@@ -101,8 +101,26 @@ class Runtime:
             ready = time.monotonic()
             load_vgg("max", str(self.device))
             self._warmed = True
+            self.publish_memory()
             log.info("warm: process start %.2f s, device %.2f s, model %.2f s",
                      self.started_in, ready - began, time.monotonic() - ready)
+
+    def publish_memory(self) -> None:
+        """Tell the API what a render here may use (shared/memory.py), so it refuses at
+        submit a job no worker could run. Best effort: without it the API falls back on
+        settings.farm_memory_mb, and this worker still checks every job itself."""
+        from shared.memory import WorkerMemory, workers_key
+        from worker.engine.device import conv_dtype, memory_budget
+
+        record = WorkerMemory(memory_budget(self.device),
+                              2 if conv_dtype(self.device) is not None else 4, self.device.type)
+        try:
+            import redis
+
+            client = redis.Redis.from_url(self.settings.effective_redis_url, socket_timeout=5)
+            client.hset(workers_key(self.settings.queue_prefix), self.name, record.to_json())
+        except Exception:
+            log.warning("could not publish this worker's memory", exc_info=True)
 
     def warm_in_background(self) -> None:
         threading.Thread(target=self._warm_quietly, name="warm", daemon=True).start()

@@ -205,3 +205,15 @@ def test_broker_down_fails_the_jobs_with_503(client: FlaskClient, images: list[s
     reply = client.post("/v1/batches", json={"contents": images[:2], "styles": images[2:3]})
     assert reply.status_code == 503
     assert len(client.get("/v1/jobs?status=failed").json["items"]) == 3
+
+
+def test_job_no_worker_could_run_is_422_naming_the_field(
+        make_app: Callable[..., Flask], images: list[str]) -> None:
+    """With no worker published yet, settings.farm_memory_mb stands for the farm: 1 GiB
+    cannot hold a 2000 px L-BFGS job (its history alone is larger), 64 MiB not even a model."""
+    client = make_app(farm_memory_mb=1024).test_client()
+    reply = submit(client, images[0], images[1], params={"size": 2000, "lbfgs_history": 1000})
+    assert reply.status_code == 422
+    [message] = reply.json["error"]["fields"]["params.size"]
+    assert "memory" in message and "lbfgs_history" in message
+    assert submit(client, images[0], images[1], params={"size": 64}).status_code == 202

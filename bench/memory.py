@@ -1,0 +1,141 @@
+"""Peak memory and time per iteration, untiled against tiled, at the top scale.
+
+    nice -n 10 .venv/bin/python bench/memory.py [--sizes 512 1024 2048 3840 7680]
+        [--tile 512] [--measure-limit-gib 12] [--skip-tiled-above 3840]
+
+Each measurement runs in its own process, which inherits the bench's niceness (peak
+resident memory is a process's high-water mark): the top scale of a 16:9 job, set up as
+a render sets it up (style targets, content target, optimiser), then two L-BFGS
+iterations (the default optimiser; its history is allocated at the second), timed on the
+second. Where a run would not fit
+`--measure-limit-gib` by the memory plan (shared/memory.py), the table shows the plan's
+prediction instead, marked "pred". Not a test: the numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The repository, not bench/ (whose queue.py would shadow the standard library's).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from shared import memory  # noqa: E402
+from shared.spec import RenderParams, plan_scales  # noqa: E402
+
+GIB = 2**30
+
+
+def job(width: int, height: int, tile: int | None) -> RenderParams:
+    return RenderParams(width=width, height=height, min_size=max(width, height),
+                        iterations=(2,), tile_size=tile)
+
+
+def predicted(width: int, height: int, tile: int | None) -> int:
+    params = job(width, height, tile)
+    scale = plan_scales(params, width, height)[-1]
+    return memory.scale_peak(params, scale, max(width, height), tile).total
+
+
+def child(width: int, height: int, tile: int | None) -> None:
+    """One measurement, printed as JSON: peak RSS in bytes, seconds of the 2nd iteration."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from worker.engine import render as engine
+    from worker.engine.vgg import load_vgg
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    content = Image.fromarray(np.stack([xx * 255 // width, yy * 255 // height,
+                                        (xx + yy) % 256], -1).astype(np.uint8))
+    style = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    params = job(width, height, tile)
+    scale = plan_scales(params, width, height)[-1]
+    dev = torch.device("cpu")
+    weights = engine.style_layer_weights(params)
+    model = load_vgg("max", "cpu", "relu5_1")
+    targets = engine._style_targets(model, params, scale, max(width, height), [style], None,
+                                    weights, dev, None, tile)
+    objective = engine._objective(model, params, scale, content, targets, [1.0], weights, dev,
+                                  tile)
+    x = engine._start(None, scale, params, content, None, torch.Generator(), dev)
+    optimizer = engine._optimizer(params, scale, None, dev)
+    seconds = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        _, grad = objective(x)
+        optimizer.step(x, grad)
+        seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak": peak, "seconds": seconds}))
+
+
+def measure(width: int, height: int, tile: int | None) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(width), str(height),
+         str(tile or 0)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 3840, 7680])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--measure-limit-gib", type=float, default=12.0)
+    parser.add_argument("--skip-tiled-above", type=int, default=3840,
+                        help="predict, not measure, tiled runs above this long side (time)")
+    parser.add_argument("--child", type=int, nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        width, height, tile = args.child
+        child(width, height, tile or None)
+        return
+    limit = args.measure_limit_gib * GIB
+    print(f"top scale, 2 L-BFGS iterations (history 20), fp32, CPU; tile {args.tile} px, "
+          f"halo {memory.HALO} px")
+    header = (f"{'size':>11} | {'untiled peak':>16} {'s/it':>7} | {'tiled peak':>16} "
+              f"{'s/it':>7} | {'peak ratio':>10} {'time ratio':>10}")
+    print(header)
+    print("-" * len(header))
+    rows = {}
+    for side in args.sizes:
+        width, height = side, round(side * 9 / 16)
+        cells = {}
+        for name, tile in (("untiled", None), ("tiled", args.tile)):
+            guess = predicted(width, height, tile)
+            too_slow = tile is not None and side > args.skip_tiled_above
+            if guess > limit or too_slow:
+                cells[name] = {"peak": guess, "seconds": float("nan"), "pred": True}
+            else:
+                got = measure(width, height, tile)
+                cells[name] = {**got, "pred": False, "predicted": guess}
+        rows[side] = cells
+        u, t = cells["untiled"], cells["tiled"]
+
+        def peak(c: dict) -> str:
+            text = f"{c['peak'] / GIB:.2f} GiB"
+            if c["pred"]:
+                return text + " pred"
+            return text + f" ({c['predicted'] / GIB:.2f})"
+
+        print(f"{width:>5}x{height:<5} | {peak(u):>16} {u['seconds']:>7.2f} | {peak(t):>16} "
+              f"{t['seconds']:>7.2f} | {t['peak'] / u['peak']:>10.2f} "
+              f"{t['seconds'] / u['seconds']:>10.2f}", flush=True)
+    print("(peak: measured resident high-water mark, the plan's prediction in brackets; "
+          "'pred': predicted only)")
+    sides = sorted(rows)
+    if len(sides) > 1:
+        low, high = rows[sides[0]]["tiled"]["peak"], rows[sides[-1]]["tiled"]["peak"]
+        print(f"tiled peak {sides[-1]} / {sides[0]}: {high / low:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
