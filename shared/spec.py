@@ -184,17 +184,17 @@ class _RenderParamsBase(Schema):
     class Meta:
         unknown = RAISE
 
-    @validates_schema
-    def _check_together(self, data: dict[str, Any], **_: Any) -> None:
+    @validates_schema(pass_original=True)
+    def _check_together(self, data: dict[str, Any], original: Any, **_: Any) -> None:
         """Width and height come together (the OpenAPI document says so with an anyOf), and
-        no side is over this farm's bound (its `maximum`)."""
+        no side given is over this farm's bound (its `maximum`; a default is not given)."""
         width, height = data.get("width"), data.get("height")
         if (width is None) != (height is None):
             missing = "height" if height is None else "width"
             raise ValidationError("width and height must be given together", missing)
         limit = _max_output_side.get()
         for name in ("size", "width", "height"):
-            value = data.get(name)
+            value = data.get(name) if name in original else None
             if value is not None and value > limit:
                 raise ValidationError(
                     f"at most {limit} px on this farm (the side of a square of its "

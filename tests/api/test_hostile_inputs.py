@@ -136,28 +136,6 @@ def test_a_cursor_carrying_a_nul_is_refused(client: FlaskClient) -> None:
     refused(client.get(f"/v1/jobs?cursor={cursor}"), 422, "cursor")
 
 
-def test_sizes_that_cannot_make_a_picture_are_refused_with_the_reason(
-        client: FlaskClient, images: list[str]) -> None:
-    thin = upload(client, image_bytes(width=2, height=300, seed=7)).json["id"]
-    error = refused(client.post("/v1/jobs", json={
-        "content": thin, "styles": [images[1]], "params": {"size": 48}}), 422, "params.size")
-    message = error["fields"]["params.size"][0]
-    assert "1x48" in message and "at least 16 px" in message
-    # A coarse scale too thin for the network is refused as well, and says which.
-    error = refused(client.post("/v1/jobs", json={
-        "content": thin, "styles": [images[1]], "params": {"size": 4000, "min_size": 128}}),
-        422, "params.size")
-    assert "scale 0" in error["fields"]["params.size"][0]
-    reply = client.post("/v1/batches", json={"contents": [thin, images[0]],
-                                             "styles": [images[1]], "params": {"size": 48}})
-    refused(reply, 422, "params.size")
-    nothing_stored(client)
-    # The same content at a size that leaves 16 px across is fine.
-    assert client.post("/v1/jobs", json={
-        "content": thin, "styles": [images[1]],
-        "params": {"size": 2400, "min_size": 2400}}).status_code == 202
-
-
 def test_the_recorded_size_of_a_photo_is_upright(client: FlaskClient) -> None:
     reply = upload(client, sideways_jpeg(48, 32), "portrait.jpg")
     assert reply.status_code == 201
