@@ -106,6 +106,8 @@ def _bound_output(params: dict[str, Any], side: int) -> None:
     """Sides at most `side`; width and height both or neither (null counts as left out)."""
     for name in ("size", "width", "height"):
         params["properties"][name]["maximum"] = side
+    size = params["properties"]["size"]
+    size["default"] = min(size["default"], side)  # as RenderParamsSchema fills it in
     left_out = {"nullable": True, "enum": [None]}
     params["anyOf"] = [
         {"required": ["width", "height"],

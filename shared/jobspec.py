@@ -139,6 +139,11 @@ def styles_field() -> mf.List:
                                                 f"{MAX_STYLES})"})
 
 
+def _default_params() -> RenderParams:
+    """Params left out: loaded from nothing, so that the defaults follow this farm's bounds."""
+    return RenderParamsSchema().load({})
+
+
 def params_field(**kwargs: Any) -> mf.Nested:
     return mf.Nested(RenderParamsSchema, metadata={"description": "render parameters; "
                      "any left out take their defaults"}, **kwargs)
@@ -176,7 +181,7 @@ class JobCreateSchema(_Strict):
     content = image_id(required=True)
     styles = styles_field()
     init_image = image_id(allow_none=True, load_default=None)
-    params = params_field(load_default=RenderParams)
+    params = params_field(load_default=_default_params)
     priority = priority(load_default=0)
     webhook_url = webhook_url()
 
@@ -273,7 +278,7 @@ class BatchOfPairsSchema(_Strict):
                      metadata={"description": "styles: each one is a job of its own with every "
                                               "content image"})
     init_image = image_id(allow_none=True, load_default=None)
-    params = params_field(load_default=RenderParams)
+    params = params_field(load_default=_default_params)
     priority = priority(load_default=0)
 
     @pre_load

@@ -200,8 +200,10 @@ class _RenderParamsBase(Schema):
                     f"at most {limit} px on this farm (the side of a square of its "
                     f"STYLEFARM_MAX_OUTPUT_PIXELS)", name)
 
-    @post_load
-    def _make_params(self, data: dict[str, Any], **_: Any) -> RenderParams:
+    @post_load(pass_original=True)
+    def _make_params(self, data: dict[str, Any], original: Any, **_: Any) -> RenderParams:
+        if "size" not in original:  # the default, on a farm whose bound is below it
+            data["size"] = min(data["size"], _max_output_side.get())
         for key in ("iterations", "style_weights", "style_mix"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])

@@ -74,6 +74,8 @@ def test_output_sides_are_bounded_by_the_pixel_budget_as_documented(
     assert [properties[name]["maximum"] for name in ("size", "width", "height")] == [100] * 3
     base = {"content": images[0], "styles": [images[1]]}
     assert client.post("/v1/jobs", json={**base, "params": {"size": 100}}).status_code == 202
+    assert job_of(client, base)["params"]["size"] == 100  # the default 512, within the bound
+    assert properties["size"]["default"] == 100
     refused(client.post("/v1/jobs", json={**base, "params": {"size": 101}}), 422, "params.size")
     refused(client.post("/v1/jobs", json={**base, "params": {"width": 50, "height": 101}}),
             422, "params.height")

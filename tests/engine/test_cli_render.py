@@ -58,7 +58,6 @@ def _one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> 
     (["content.png", "style.png", "--optimizer", "sgd"],
      "--optimizer: Must be one of: lbfgs, adam"),
     (["content.png", "style.png", "--width", "40"], "--height: width and height must be given"),
-    (["content.png", "style.png", "--style-weights", "1", "2"], "--style-weights: 2 weights for 1"),
     (["content.png", "style.png", "--style-layer-weights", "relu9_9=1"], "--style-layer-weights"),
     (["content.png", "style.png", "--init", "image"], "--init: 'image' needs --init-image"),
     (["content.png", "style.png", "--bogus"], "unrecognized arguments: --bogus"),
