@@ -93,6 +93,11 @@ def complete(spec: APISpec, settings: Settings) -> None:
         "description": "either complete jobs, or every content with every style",
         "oneOf": [{"$ref": "#/components/schemas/BatchOfJobs"},
                   {"$ref": "#/components/schemas/BatchOfPairs"}]})
+    _link(spec, "/v1/jobs", "202", "job_id", [
+        "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/preview",
+        "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/retry"])
+    _link(spec, "/v1/batches", "202", "batch_id", [
+        "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/cancel"])
     spec.components.parameter("IdempotencyKey", "header", _KEY_PARAMETER)
     for operations in _paths(spec).values():
         post = operations.get("post")
@@ -114,6 +119,21 @@ def _bound_output(params: dict[str, Any], side: int) -> None:
          "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}}},
         {"properties": {"width": left_out, "height": left_out}},
     ]
+
+
+def _link(spec: APISpec, path: str, status: str, parameter: str, targets: list[str]) -> None:
+    """OpenAPI links from what a POST created to the operations on it (a client, or
+    schemathesis' stateful phase, follows them with the id from the reply)."""
+    links = {}
+    for target in targets:
+        for method in ("get", "post"):
+            if method in _paths(spec).get(target, {}):
+                pointer = target.replace("~", "~0").replace("/", "~1")
+                last = target.rsplit("/", 1)[1]
+                name = "get" if last.startswith("{") else last  # get, result, cancel...
+                links[name] = {"operationRef": f"#/paths/{pointer}/{method}",
+                               "parameters": {parameter: "$response.body#/id"}}
+    _paths(spec)[path]["post"]["responses"][status]["links"] = links
 
 
 def _paths(spec: APISpec) -> dict[str, dict[str, Any]]:
