@@ -134,4 +134,7 @@ def test_schemathesis_finds_nothing(live_api: str, tmp_path: Path) -> None:
     assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
     generated = [line for line in summary.splitlines() if "generated" in line]
     assert generated and "passed" in generated[-1], summary
-    print(f"schemathesis: {generated[-1].strip()} in {time.monotonic() - started:.1f} s")
+    phases = summary[summary.find("Test Phases:"):summary.find("Failures:")
+                     if "Failures:" in summary else summary.find("Test cases:")]
+    print(f"schemathesis: {generated[-1].strip()} in {time.monotonic() - started:.1f} s\n"
+          f"{phases}")
