@@ -1,14 +1,16 @@
 """schemathesis hooks for tests/api/test_contract.py: the state a request may refer to.
 
-Three rules of the API depend on state, not on the request, so no OpenAPI document can
-state them: an image id must name an uploaded image, a cursor must be one this API
-handed out, an upload must be a whole image, and an Idempotency-Key reused for another
-request is a 422. These hooks give the generated requests that state, and nothing else:
-they only ever replace a value the document allows with another value it allows (a
-well-formed image id with an uploaded one, a well-formed key with a fresh one), so a
-request that breaks the document stays broken, and schemathesis' checks run with their
-default expectations. They filter nothing and change no check (test_contract.py fails
-if a hook here ever could).
+Some rules of the API depend on state, or on the bytes of a file, not on the request's
+shape, so no OpenAPI document can state them: an image id must name an uploaded image
+(in a body; in a path, an unknown image or job is a documented 404, and the hook
+reaches the ones behind it), a cursor must be one this API handed out, an upload must be a whole
+image, and an Idempotency-Key reused for another request is a 422. The hook gives the
+generated requests that state, and nothing else: it only ever replaces a value the
+document allows with another value it allows (a well-formed image id with an uploaded
+one, a well-formed key with a fresh one), and only in requests the document allows, so
+a request that breaks the document stays broken, and schemathesis' checks run with
+their default expectations. It filters nothing and changes no check (test_contract.py
+fails if a hook here ever could).
 
 The API to prepare is STYLEFARM_FUZZ_API (its base URL), set by the test.
 """
@@ -59,15 +61,15 @@ def _upload(data: bytes) -> str:
 
 
 @functools.cache
-def state() -> tuple[list[str], list[str]]:
-    """Uploaded image ids, and cursors of real pages (made once, on first use)."""
+def state() -> tuple[list[str], list[str], list[str]]:
+    """Uploaded image ids, cursors of real pages, and job ids (made once, on first use)."""
     images = [_upload(png(b"%d" % n)) for n in range(3)]
-    for content in images[:2]:
-        _call("POST", "/v1/jobs", json.dumps({"content": content, "styles": [images[2]],
-                                              "params": {"size": 32}}).encode())
+    jobs = [_call("POST", "/v1/jobs", json.dumps({
+        "content": content, "styles": [images[2]], "params": {"size": 32}}).encode())["id"]
+        for content in images[:2]]
     next_url = _call("GET", "/v1/jobs?limit=1")["next"]
     cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(next_url).query)["cursor"][0]
-    return images, [cursor]
+    return images, [cursor], jobs
 
 
 def _pick(options: list[str], value: str) -> str:
@@ -103,6 +105,11 @@ def map_case(context: schemathesis.HookContext, case: Any) -> Any:
         # allowed request into a "negative" one.
         raw = case.body["file"]
         case.body["file"] = png(raw.encode() if isinstance(raw, str) else raw)
+    path_parameters = case.path_parameters
+    for name, known in (("image_id", state()[0]), ("job_id", state()[2])):
+        if isinstance(path_parameters, dict) and isinstance(path_parameters.get(name), str):
+            path_parameters = {**path_parameters, name: _pick(known, path_parameters[name])}
+            case.path_parameters = path_parameters
     query = case.query
     if isinstance(query, dict) and isinstance(query.get("cursor"), str) \
             and 1 <= len(query["cursor"]) <= 200:
