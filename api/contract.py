@@ -44,6 +44,11 @@ _BAD_KEY = {"description": f"{HEADER} is not 1 to {MAX_KEY_LENGTH} printable ASC
     "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+_TOO_LARGE = {"description": "the body is over STYLEFARM_MAX_REQUEST_BYTES (16 MiB by "
+                             "default: room for a 10,000-job batch)", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
 def exclusive_bounds(self: Any, field: mf.Field, **_: Any) -> dict[str, Any]:
     """apispec attribute function: `validate.Range(min_inclusive=False)` as OpenAPI 3.0's
     `exclusiveMinimum: true` (apispec drops the exclusivity, so the document allowed
@@ -105,6 +110,8 @@ def complete(spec: APISpec, settings: Settings) -> None:
             post.setdefault("parameters", []).append(
                 {"$ref": "#/components/parameters/IdempotencyKey"})
             post["responses"].setdefault("400", _BAD_KEY)
+            if "application/json" in post.get("requestBody", {}).get("content", {}):
+                post["responses"].setdefault("413", _TOO_LARGE)
 
 
 def _bound_output(params: dict[str, Any], side: int) -> None:

@@ -33,6 +33,7 @@ from shared.fields import BoundedList, StrictFloat
 from shared.spec import MAX_STYLES, RenderParams, RenderParamsSchema, blend_weights
 
 IMAGE_ID = r"^[0-9a-f]{64}$"
+NO_NUL = r"^[^\x00]*$"
 # A webhook target, as the API accepts it and the OpenAPI document states it: http(s), a
 # host name or IPv4 address (DNS labels), a port within 0..65535, then printable ASCII
 # (percent-encode anything else). No user:password@, no IPv6 literal: give a name.
@@ -91,6 +92,14 @@ def webhook_url() -> mf.String:
                                  "the farm must not reach is a failed delivery",
                   "pattern": WEBHOOK_URL},
     )
+
+
+def batch_name() -> mf.String:
+    """Free text, but no NUL (the API refuses NUL in every string; PostgreSQL cannot store
+    one): the pattern says so in the document, as for every other string field."""
+    return mf.String(load_default="", validate=[
+        validate.Length(max=200), validate.Regexp(NO_NUL, error="contains a NUL character")],
+        metadata={"pattern": NO_NUL, "description": "for people; up to 200 characters"})
 
 
 def priority(**kwargs: Any) -> mf.Integer:
@@ -250,7 +259,7 @@ def _over_limit(items: Any, name: str) -> None:
 class BatchOfJobsSchema(_Strict):
     """A batch of complete jobs, each with its own images, params and priority."""
 
-    name = mf.String(load_default="", validate=validate.Length(max=200))
+    name = batch_name()
     webhook_url = webhook_url()
     jobs = JobList(required=True, validate=validate.Length(min=1),
                    metadata={"description": "complete jobs, at most max_batch_jobs"})
@@ -269,7 +278,7 @@ class BatchOfPairsSchema(_Strict):
     product contents x styles is at most max_batch_jobs (a rule between two lists' lengths
     that the OpenAPI document states in words; each list alone has its maxItems)."""
 
-    name = mf.String(load_default="", validate=validate.Length(max=200))
+    name = batch_name()
     webhook_url = webhook_url()
     contents = mf.List(image_id(), required=True, validate=validate.Length(min=1),
                        metadata={"description": "content images, each rendered with every style "
