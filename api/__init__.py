@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from shared.db import engine_for
 from shared.jobspec import set_batch_limit
 from shared.settings import Settings, get_settings
+from shared.spec import set_output_limit
 from shared.storage import Storage
 
 # Room for the multipart envelope around a file of max_upload_bytes.
@@ -36,7 +37,7 @@ class _Api(Api):
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
-    from api import auth, batches, context, docs, errors, health, images, jobs, parsing
+    from api import auth, batches, context, contract, docs, errors, health, images, jobs, parsing
 
     settings = settings or get_settings()
     url = settings.effective_database_url
@@ -73,8 +74,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         "bearer", {"type": "http", "scheme": "bearer",
                    "description": "required when the farm has API keys (STYLEFARM_API_KEYS)"})
     api.spec.options["security"] = [{"bearer": []}] if settings.api_keys else []
+    contract.register(api)
     for blueprint in (images.blp, jobs.blp, batches.blp, health.blp):
         api.register_blueprint(blueprint)
+    contract.complete(api.spec, settings)
     docs.register(app, api)
 
     errors.register(app)
@@ -82,6 +85,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
     app.before_request(parsing.refuse_nul)
     app.before_request(auth.authenticate)
     app.before_request(lambda: set_batch_limit(settings.max_batch_jobs))
+    app.before_request(lambda: set_output_limit(settings.max_output_pixels))
     app.before_request(_start_clock)
     app.after_request(_server_timing)
     app.after_request(_no_sniffing)

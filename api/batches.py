@@ -16,7 +16,7 @@ from api.jobs import enqueue_or_fail
 from api.parsing import Blueprint
 from api.present import aware
 from api.schemas import BatchOutSchema, CancelOutSchema
-from api.submit import check_jobs, check_webhooks, insert_jobs
+from api.submit import check_jobs, insert_jobs
 from shared import transitions
 from shared.jobspec import BatchCreateSchema, expand_batch
 from shared.models import ACTIVE, Batch, Job, Status, new_id, utcnow
@@ -72,7 +72,8 @@ class Batches(MethodView):
     @blp.arguments(BatchCreateSchema)
     @blp.response(202, BatchOutSchema, headers={"Location": {"schema": {"type": "string"},
                                                             "description": "the batch"}})
-    @blp.alt_response(422, description="invalid jobs, unknown images, too many jobs")
+    @blp.alt_response(422, description="invalid jobs, an image id never uploaded, or "
+                                       "contents x styles over max_batch_jobs")
     @idempotency.idempotent
     def post(self, data: dict[str, Any]) -> Any:
         """Submit many jobs: `jobs`, or every one of `contents` with every one of `styles`.
@@ -86,13 +87,8 @@ class Batches(MethodView):
             n_styles = len(data["styles"])
             paths = [f"contents.{n // n_styles}|styles.{n % n_styles}|" for n in range(len(jobs))]
         session = db()
-        check_webhooks({"webhook_url": data["webhook_url"],
-                        **{f"jobs.{n}.webhook_url": job.get("webhook_url")
-                           for n, job in enumerate(data.get("jobs", ()))}},
-                       settings().webhook_private)
         try:
-            check_jobs(session, jobs, settings().max_output_pixels, paths,
-                       farm_workers(settings()))
+            check_jobs(session, jobs, paths, farm_workers(settings()))
         except ApiError as error:
             if error.fields and "jobs" not in data:
                 error.fields = _pair_fields(error.fields)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
@@ -26,6 +27,11 @@ from shared.models import IdempotentReply
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
+# Printable ASCII without spaces: no control character can reach the database, and no
+# space that HTTP might strip off the ends, so the key the API sees is the key sent. The
+# OpenAPI document states the same pattern (api/contract.py).
+KEY_PATTERN = rf"^[!-~]{{1,{MAX_KEY_LENGTH}}}$"
+_KEY = re.compile(KEY_PATTERN)
 # Reply headers worth replaying.
 _KEPT_HEADERS = ("Location",)
 
@@ -83,10 +89,10 @@ def idempotent(view: F) -> F:
         key = request.headers.get(HEADER)
         if key is None:
             return view(*args, **kwargs)
-        key = key.strip()
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise ApiError(400, f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters",
-                           {HEADER: ["empty or too long"]})
+        if not _KEY.fullmatch(key):
+            raise ApiError(400, f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII "
+                                f"characters, no spaces", {HEADER: ["empty, too long, or not "
+                                                                    "printable ASCII"]})
         g.idempotency = (key, _request_hash())
         from api.context import db
 

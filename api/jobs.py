@@ -21,7 +21,7 @@ from api.farm import farm_workers
 from api.parsing import Blueprint
 from api.present import aware, job_view
 from api.schemas import JobListArgsSchema, JobOutSchema, JobPageSchema
-from api.submit import check_jobs, check_webhooks, insert_jobs
+from api.submit import check_jobs, insert_jobs
 from shared import transitions
 from shared.jobspec import JobCreateSchema
 from shared.models import Job, Status, utcnow
@@ -64,14 +64,12 @@ class Jobs(MethodView):
     @blp.arguments(JobCreateSchema)
     @blp.response(202, JobOutSchema, headers={"Location": {"schema": {"type": "string"},
                                                           "description": "the job"}})
-    @blp.alt_response(422, description="invalid parameters, unknown image, output too large")
+    @blp.alt_response(422, description="invalid parameters, or an image id never uploaded")
     @idempotency.idempotent
     def post(self, job: dict[str, Any]) -> Any:
         """Submit one job. It is queued; follow it at the Location."""
         session = db()
-        check_webhooks({"webhook_url": job.get("webhook_url")}, settings().webhook_private)
-        check_jobs(session, [job], settings().max_output_pixels,
-                   workers=farm_workers(settings()))
+        check_jobs(session, [job], workers=farm_workers(settings()))
         [(job_id, priority)] = insert_jobs(session, [job], owner=owner(), batch_id=None,
                                            created_at=utcnow())
         session.flush()
@@ -189,24 +187,26 @@ class JobRetry(MethodView):
 @blp.route("/<job_id>/result")
 class JobResult(MethodView):
     @blp.response(200, content_type="image/*", description="the finished image (ETag, 304)")
-    @blp.alt_response(404, description="no such job, or no result yet")
+    @blp.alt_response(404, description="no such job")
+    @blp.alt_response(409, description="no result (yet): the job has not succeeded")
     def get(self, job_id: str) -> Any:
-        """The rendered image, once the job succeeded."""
+        """The rendered image, once the job succeeded (409 until then: the job exists)."""
         job = get_job(job_id)
         if job.status != Status.SUCCEEDED.value or not job.result_path:
-            raise ApiError(404, f"no result yet: the job is {job.status}")
+            raise ApiError(409, f"no result yet: the job is {job.status}")
         return _send(job.result_path, job_id, max_age=86_400)
 
 
 @blp.route("/<job_id>/preview")
 class JobPreview(MethodView):
     @blp.response(200, content_type="image/jpeg", description="the latest intermediate image")
-    @blp.alt_response(404, description="no such job, or no preview yet")
+    @blp.alt_response(404, description="no such job")
+    @blp.alt_response(409, description="no preview yet: the job has not run")
     def get(self, job_id: str) -> Any:
-        """A small JPEG of the job's latest iterate, refreshed while it runs."""
+        """A small JPEG of the job's latest iterate, refreshed while it runs (409 before)."""
         job = get_job(job_id)
         if not job.preview_path:
-            raise ApiError(404, "no preview yet: the worker writes one once the job runs")
+            raise ApiError(409, "no preview yet: the worker writes one once the job runs")
         return _send(job.preview_path, job_id, max_age=0)
 
 

@@ -12,6 +12,7 @@ JSON error shape:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,10 @@ from api.errors import ApiError
 
 NUL = "\x00"
 _NUL_ESCAPE = b"\\u0000"  # how a NUL can appear in valid JSON (a raw one is invalid)
+# How a surrogate can appear in valid JSON: "\ud800" alone parses to a str that is not
+# Unicode text, which no database driver can encode (a 500 before this check).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def limit_body() -> None:
@@ -75,12 +80,22 @@ def load_json(raw: bytes) -> Any:
     except ValueError as exc:  # JSONDecodeError, and int() over sys.get_int_max_str_digits()
         raise ApiError(400, f"the body is not valid JSON: {str(exc)[:200]}",
                        {"body": ["not valid JSON"]}) from None
+    if _SURROGATE_ESCAPE.search(raw):
+        for path, text in _strings(data):
+            if _SURROGATE.search(text):
+                raise ApiError(400, "the JSON body is not Unicode text: a lone surrogate "
+                                    "escape", {_printable(path): ["contains a lone surrogate"]})
     if _NUL_ESCAPE in raw:
         for path, text in _strings(data):
             if NUL in text:
                 raise ApiError(422, "text must not contain NUL characters",
-                               {path.replace(NUL, "\\0") or "body": ["contains a NUL character"]})
+                               {_printable(path): ["contains a NUL character"]})
     return data
+
+
+def _printable(path: str) -> str:
+    """A field path fit for the error reply (itself JSON that must encode)."""
+    return _SURROGATE.sub("?", path.replace(NUL, "\\0")) or "body"
 
 
 class SafeParser(FlaskParser):

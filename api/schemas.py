@@ -12,6 +12,7 @@ from marshmallow import fields as mf
 from shared.models import Status
 
 STATUSES = tuple(s.value for s in Status)
+BATCH_ID = r"^[0-9a-f]{32}$"  # shared.models.new_id
 
 
 class _Out(Schema):
@@ -86,8 +87,9 @@ class JobListArgsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    batch = mf.String(validate=validate.Length(min=1, max=32),
-                      metadata={"description": "only this batch's jobs"})
+    batch = mf.String(validate=validate.Regexp(BATCH_ID, error="not a batch id (32 lowercase "
+                                                               "hex digits)"),
+                      metadata={"description": "only this batch's jobs", "pattern": BATCH_ID})
     status = mf.String(validate=validate.OneOf(STATUSES))
     limit = mf.Integer(load_default=50, validate=validate.Range(1, 1000))
     cursor = mf.String(validate=validate.Length(min=1, max=200),

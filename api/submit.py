@@ -19,31 +19,10 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from shared.memory import WorkerMemory, farm_problem
 from shared.models import Image, Job, Status, new_id
-from shared.spec import RenderParams, output_size, plan_scales
-from shared.webhooks import target_problem
+from shared.spec import RenderParams
 
 _CHUNK = 1000
 _MAX_REPORTED = 20
-# VGG-19 halves an image four times before its last style layer (relu5_1): a side under
-# 16 px leaves nothing there, and the render fails, or makes a sliver of a picture.
-MIN_SIDE = 16
-
-
-def picture_problem(params: RenderParams, content_width: int, content_height: int) -> str | None:
-    """Why this content and these parameters cannot make a picture, or None.
-
-    Every scale of the schedule, the coarsest included, needs both sides of MIN_SIDE
-    pixels: a 1x20000 content at size 48 would otherwise "succeed" as a 1x48 image.
-    """
-    plan = plan_scales(params, content_width, content_height)
-    for scale in plan:
-        if min(scale.width, scale.height) < MIN_SIDE:
-            which = "the output" if scale is plan[-1] else f"scale {scale.index} of the schedule"
-            return (f"{which} would be {scale.width}x{scale.height} pixels (content "
-                    f"{content_width}x{content_height}): every scale needs both sides of at "
-                    f"least {MIN_SIDE} px for the network to see a picture; raise size or "
-                    f"min_size, or use a content image of a less extreme shape")
-    return None
 
 
 def image_sizes(session: Session, ids: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -67,11 +46,13 @@ def _image_refs(job: dict[str, Any], path: str) -> Iterable[tuple[str, str]]:
         yield f"{path}init_image", job["init_image"]
 
 
-def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixels: int,
+def check_jobs(session: Session, jobs: Sequence[dict[str, Any]],
                paths: Sequence[str] | None = None,
                workers: Sequence[WorkerMemory] = ()) -> dict[str, tuple[int, int]]:
-    """Raise a 422 naming the fields whose images are unknown or whose output is too large,
-    or that no worker in `workers` has the memory for (none given: not checked).
+    """Raise a 422 naming the fields whose images are unknown, or whose job no worker in
+    `workers` has the memory for (none given: not checked). These are the rules of a job
+    that depend on state, not on the request; the schema states all the others, the
+    output's size included (its long side is bounded by the farm's pixel budget).
 
     `paths[i]` prefixes field names of job i ("jobs.3."); None names the fields of a
     single job. Returns the sizes of the images, for the caller's use.
@@ -79,8 +60,8 @@ def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixe
     prefixes = paths if paths is not None else [""] * len(jobs)
     ids = {image for job in jobs for _, image in _image_refs(job, "")}
     sizes = image_sizes(session, ids)
-    fields: dict[str, list[str]] = {}
     if len(sizes) < len(ids):
+        fields: dict[str, list[str]] = {}
         reported: set[str] = set()
         for job, prefix in zip(jobs, prefixes, strict=True):
             for path, image in _image_refs(job, prefix):
@@ -88,37 +69,29 @@ def check_jobs(session: Session, jobs: Sequence[dict[str, Any]], max_output_pixe
                     reported.add(image)
                     fields[path] = [f"no image with id {image}: upload it with POST /v1/images"]
         raise ApiError(422, "unknown image id", fields)
-    checked: dict[tuple[int, int, int], tuple[int, int]] = {}
-    for job, prefix in zip(jobs, prefixes, strict=True):
-        params: RenderParams = job["params"]
-        content = sizes[job["content"]]
-        key = (*content, id(params))
-        if key not in checked:
-            checked[key] = output_size(params, *content)
-            width, height = checked[key]
-            name = "params.width" if params.width is not None else "params.size"
-            if width * height > max_output_pixels:
-                fields[f"{prefix}{name}"] = [
-                    f"output would be {width}x{height} = {width * height} pixels, over the "
-                    f"limit of {max_output_pixels}"]
-            elif problem := (picture_problem(params, *content)
-                             or farm_problem(params, *content, list(workers))):
-                fields[f"{prefix}{name}"] = [problem]
-            if len(fields) >= _MAX_REPORTED:
-                break
-    if fields:
-        raise ApiError(422, "the output is too large, too thin to be a picture, or needs more "
-                       "memory than any worker has", fields)
+    _check_memory(jobs, prefixes, sizes, workers)
     return sizes
 
 
-def check_webhooks(urls: dict[str, str | None], allow_private: bool) -> None:
-    """422 naming each webhook_url field (dotted path -> URL) the farm must not call."""
-    fields = {path: [problem] for path, url in urls.items()
-              if url and (problem := target_problem(url, allow_private=allow_private,
-                                                    resolve=False))}
+def _check_memory(jobs: Sequence[dict[str, Any]], prefixes: Sequence[str],
+                  sizes: dict[str, tuple[int, int]], workers: Sequence[WorkerMemory]) -> None:
+    if not workers:
+        return
+    fields: dict[str, list[str]] = {}
+    checked: set[tuple[int, int, int]] = set()
+    for job, prefix in zip(jobs, prefixes, strict=True):
+        params: RenderParams = job["params"]
+        key = (*sizes[job["content"]], id(params))
+        if key in checked:
+            continue
+        checked.add(key)
+        if problem := farm_problem(params, *sizes[job["content"]], list(workers)):
+            name = "params.width" if params.width is not None else "params.size"
+            fields[f"{prefix}{name}"] = [problem]
+            if len(fields) >= _MAX_REPORTED:
+                break
     if fields:
-        raise ApiError(422, "webhook URL not allowed", dict(list(fields.items())[:_MAX_REPORTED]))
+        raise ApiError(422, "no worker of this farm has the memory for the job", fields)
 
 
 def insert_jobs(session: Session, jobs: Sequence[dict[str, Any]], *, owner: str,

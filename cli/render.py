@@ -8,6 +8,7 @@ rejects exactly what the API does, in the same words. argparse only splits the w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -17,7 +18,7 @@ from marshmallow import ValidationError, validate
 from marshmallow import fields as mf
 
 from cli.main import Runner, UsageError
-from shared.spec import RenderParams, output_size
+from shared.spec import RenderParams, blend_weights, output_size
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -187,9 +188,6 @@ def render_files(content_path: Path, style_paths: list[Path], output: Path,
     max_pixels = args.max_pixels or settings.max_input_pixels
     try:
         output_format(output)
-        if params.style_weights is not None and len(params.style_weights) != len(style_paths):
-            raise UsageError(f"--style-weights: {len(params.style_weights)} weights for "
-                             f"{len(style_paths)} style images")
         content = open_image(content_path, max_pixels)
         styles = [open_image(p, max_pixels) for p in style_paths]
         init = open_image(init_path, max_pixels) if init_path else None
@@ -201,6 +199,9 @@ def render_files(content_path: Path, style_paths: list[Path], output: Path,
     if width * height > settings.max_output_pixels:
         raise UsageError(f"output {width}x{height} is more than the limit of "
                          f"{settings.max_output_pixels} pixels (STYLEFARM_MAX_OUTPUT_PIXELS)")
+    if params.style_weights is not None:  # the API's rule: missing entries 1, extra ignored
+        params = dataclasses.replace(params, style_weights=blend_weights(
+            params.style_weights, [1.0] * len(style_paths)))
     output.parent.mkdir(parents=True, exist_ok=True)
 
     from worker.engine_adapter import is_out_of_memory

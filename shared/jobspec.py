@@ -11,6 +11,7 @@ settings; the API checks those (see api/submit.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -25,14 +26,20 @@ from marshmallow import (
     post_load,
     pre_load,
     validate,
-    validates_schema,
 )
 from marshmallow import fields as mf
 
 from shared.fields import BoundedList, StrictFloat
-from shared.spec import MAX_STYLES, RenderParams, RenderParamsSchema
+from shared.spec import MAX_STYLES, RenderParams, RenderParamsSchema, blend_weights
 
 IMAGE_ID = r"^[0-9a-f]{64}$"
+NO_NUL = r"^[^\x00]*$"
+# A webhook target, as the API accepts it and the OpenAPI document states it: http(s), a
+# host name or IPv4 address (DNS labels), a port within 0..65535, then printable ASCII
+# (percent-encode anything else). No user:password@, no IPv6 literal: give a name.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+WEBHOOK_URL = rf"^https?://{_LABEL}(?:\.{_LABEL})*\.?(?::{_PORT})?(?:[/?#][!-~]*)?$"
 _IMAGE_ID = re.compile(IMAGE_ID)
 PRIORITY_MIN, PRIORITY_MAX = -10, 10
 DEFAULT_MAX_BATCH_JOBS = 10_000
@@ -74,13 +81,25 @@ def image_id(**kwargs: Any) -> mf.String:
     )
 
 
-def webhook_url() -> mf.URL:
-    return mf.URL(
-        schemes={"http", "https"}, require_tld=False, allow_none=True, load_default=None,
-        validate=validate.Length(max=2000),
-        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes",
-                  "pattern": r"^https?://[^\s/?#]+([/?#]\S*)?$"},
+def webhook_url() -> mf.String:
+    return mf.String(
+        allow_none=True, load_default=None,
+        validate=[validate.Length(max=2000),
+                  validate.Regexp(WEBHOOK_URL, error="not an http(s) URL of a host name or "
+                                                     "IPv4 address, in printable ASCII")],
+        metadata={"description": "POSTed a JSON summary when the job (or batch) finishes. "
+                                 "Where it leads is checked when the worker posts: a target "
+                                 "the farm must not reach is a failed delivery",
+                  "pattern": WEBHOOK_URL},
     )
+
+
+def batch_name() -> mf.String:
+    """Free text, but no NUL (the API refuses NUL in every string; PostgreSQL cannot store
+    one): the pattern says so in the document, as for every other string field."""
+    return mf.String(load_default="", validate=[
+        validate.Length(max=200), validate.Regexp(NO_NUL, error="contains a NUL character")],
+        metadata={"pattern": NO_NUL, "description": "for people; up to 200 characters"})
 
 
 def priority(**kwargs: Any) -> mf.Integer:
@@ -129,29 +148,40 @@ def styles_field() -> mf.List:
                                                 f"{MAX_STYLES})"})
 
 
+def _default_params() -> RenderParams:
+    """Params left out: loaded from nothing, so that the defaults follow this farm's bounds."""
+    return RenderParamsSchema().load({})
+
+
 def params_field(**kwargs: Any) -> mf.Nested:
     return mf.Nested(RenderParamsSchema, metadata={"description": "render parameters; "
                      "any left out take their defaults"}, **kwargs)
 
 
-def _check_job(data: Mapping[str, Any], n_styles: int) -> None:
-    """The rules between a job's fields: init image and init mode, one weight per style."""
-    params: RenderParams | None = data.get("params")
-    init_image = data.get("init_image")
-    if params is None:
-        return
-    weights = params.style_weights
-    if weights is not None:
-        if len(weights) != n_styles:
-            raise ValidationError(
-                f"{len(weights)} weights for {n_styles} style image(s): give one per style, "
-                f"or give each style's weight in styles[].weight", "params.style_weights")
-        if not any(weight > 0 for weight in weights):
-            raise ValidationError("at least one weight must be above 0", "params.style_weights")
-    if params.init == "image" and not init_image:
-        raise ValidationError("params.init is 'image': give init_image", "init_image")
+def _init_mode(params: RenderParams, init_image: str | None) -> RenderParams:
+    """An init_image means params.init = "image"; "image" without one starts from the
+    content. No combination of the two is refused."""
     if init_image and params.init != "image":
-        raise ValidationError("an init_image needs params.init = 'image'", "init_image")
+        return dataclasses.replace(params, init="image")
+    if not init_image and params.init == "image":
+        return dataclasses.replace(params, init="content")
+    return params
+
+
+def _normalise(job: dict[str, Any]) -> dict[str, Any]:
+    """A job with one meaning for the fields that could contradict each other: the init
+    mode follows init_image, and params.style_weights (deprecated) is folded into
+    styles[].weight by `shared.spec.blend_weights` and stored as null, so the styles say
+    what is blended, whatever the number of entries."""
+    params = _init_mode(job["params"], job.get("init_image"))
+    if params.style_weights is not None:
+        styles = job["styles"]
+        weights = blend_weights(params.style_weights, [style["weight"] for style in styles])
+        job["styles"] = [{**style, "weight": weight}
+                         for style, weight in zip(styles, weights, strict=True)]
+        params = dataclasses.replace(params, style_weights=None)
+    job["params"] = params
+    return job
 
 
 class JobCreateSchema(_Strict):
@@ -160,13 +190,13 @@ class JobCreateSchema(_Strict):
     content = image_id(required=True)
     styles = styles_field()
     init_image = image_id(allow_none=True, load_default=None)
-    params = params_field(load_default=RenderParams)
+    params = params_field(load_default=_default_params)
     priority = priority(load_default=0)
     webhook_url = webhook_url()
 
-    @validates_schema
-    def _together(self, data: dict[str, Any], **_: Any) -> None:
-        _check_job(data, len(data.get("styles") or ()))
+    @post_load
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _normalise(data)
 
 
 class JobList(mf.List):
@@ -219,40 +249,55 @@ class JobList(mf.List):
         return loaded
 
 
-class BatchCreateSchema(_Strict):
-    """Many jobs at once: either `jobs` (each complete), or `contents` × `styles`.
+def _over_limit(items: Any, name: str) -> None:
+    """Refuse a list over the batch limit before validating 100,000 items one by one."""
+    limit = _max_batch_jobs.get()
+    if isinstance(items, list) and len(items) > limit:
+        raise ValidationError(f"at most {limit} jobs per batch, got {len(items)} {name}", name)
 
-    In the second form every content image is rendered with every style, all with the
-    same `params` and `priority`.
-    """
 
-    name = mf.String(load_default="", validate=validate.Length(max=200))
+class BatchOfJobsSchema(_Strict):
+    """A batch of complete jobs, each with its own images, params and priority."""
+
+    name = batch_name()
     webhook_url = webhook_url()
-    jobs = JobList(validate=validate.Length(min=1),
-                   metadata={"description": "complete jobs (give this, or contents and styles)"})
-    contents = mf.List(image_id(), validate=validate.Length(min=1),
-                       metadata={"description": "content images, each rendered with every style "
-                                                "(contents x styles: at most max_batch_jobs)"})
-    styles = mf.List(StyleRef(), validate=validate.Length(min=1),
-                     metadata={"description": "styles: each one is a job of its own with every "
-                                              "content image"})
-    init_image = image_id(allow_none=True)
-    params = params_field()
-    priority = priority()
+    jobs = JobList(required=True, validate=validate.Length(min=1),
+                   metadata={"description": "complete jobs, at most max_batch_jobs"})
 
     @pre_load
     def _limit(self, data: Any, **_: Any) -> Any:
-        """Refuse an oversized batch before validating 100,000 jobs one by one."""
+        if isinstance(data, Mapping):
+            _over_limit(data.get("jobs"), "jobs")
+        return data
+
+
+class BatchOfPairsSchema(_Strict):
+    """Every content image with every style, all with the same params and priority.
+
+    Each job has one style, so params.style_weights has nothing to blend there. The
+    product contents x styles is at most max_batch_jobs (a rule between two lists' lengths
+    that the OpenAPI document states in words; each list alone has its maxItems)."""
+
+    name = batch_name()
+    webhook_url = webhook_url()
+    contents = mf.List(image_id(), required=True, validate=validate.Length(min=1),
+                       metadata={"description": "content images, each rendered with every style "
+                                                "(contents x styles: at most max_batch_jobs)"})
+    styles = mf.List(StyleRef(), required=True, validate=validate.Length(min=1),
+                     metadata={"description": "styles: each one is a job of its own with every "
+                                              "content image"})
+    init_image = image_id(allow_none=True, load_default=None)
+    params = params_field(load_default=_default_params)
+    priority = priority(load_default=0)
+
+    @pre_load
+    def _limit(self, data: Any, **_: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
+        contents, styles = data.get("contents"), data.get("styles")
+        _over_limit(contents, "contents")
+        _over_limit(styles, "styles")
         limit = _max_batch_jobs.get()
-        jobs, contents, styles = data.get("jobs"), data.get("contents"), data.get("styles")
-        if isinstance(jobs, list) and len(jobs) > limit:
-            raise ValidationError(f"at most {limit} jobs per batch, got {len(jobs)}", "jobs")
-        for name, items in (("contents", contents), ("styles", styles)):
-            if isinstance(items, list) and len(items) > limit:
-                raise ValidationError(f"at most {limit} jobs per batch, got {len(items)} {name}",
-                                      name)
         if isinstance(contents, list) and isinstance(styles, list):
             count = len(contents) * len(styles)
             if count > limit:
@@ -261,29 +306,24 @@ class BatchCreateSchema(_Strict):
                     f"{len(styles)} styles = {count}", "contents")
         return data
 
-    @validates_schema
-    def _one_form(self, data: dict[str, Any], **_: Any) -> None:
-        if "jobs" in data:
-            for name in ("contents", "styles", "init_image", "params", "priority"):
-                if name in data:
-                    raise ValidationError(
-                        "give either jobs, or contents and styles with shared params and "
-                        "priority, not both", name)
-            return
-        for name in ("contents", "styles"):
-            if name not in data:
-                raise ValidationError("give jobs, or contents and styles", name)
-        # Each job of the pairs form has one style of its own.
-        _check_job({"params": data.get("params", RenderParams()),
-                    "init_image": data.get("init_image")}, 1)
-
     @post_load
-    def _defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        if "jobs" not in data:
-            data.setdefault("params", RenderParams())
-            data.setdefault("priority", 0)
-            data.setdefault("init_image", None)
+    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        params = _init_mode(data["params"], data.get("init_image"))
+        data["params"] = dataclasses.replace(params, style_weights=None)
         return data
+
+
+class BatchCreateSchema(Schema):
+    """A batch: oneOf BatchOfJobs and BatchOfPairs (the OpenAPI document says so, see
+    api/contract.py). The two are exclusive, each refusing the other's fields, so the
+    presence of `jobs` picks the one that can match."""
+
+    def load(self, data: Any, *, many: bool | None = None, partial: Any = None,
+             unknown: str | None = None) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValidationError({"_schema": ["a batch is a JSON object"]})
+        schema = BatchOfJobsSchema() if "jobs" in data else BatchOfPairsSchema()
+        return schema.load(data)
 
 
 def expand_batch(data: Mapping[str, Any]) -> list[dict[str, Any]]:

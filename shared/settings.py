@@ -87,7 +87,8 @@ class Settings:
     # Largest input image accepted, in pixels (width * height), and in bytes.
     max_input_pixels: int = 50_000_000
     max_upload_bytes: int = 64 * 1024 * 1024
-    # Largest output accepted, in pixels (width * height): 4K UHD and then some.
+    # Largest output accepted, in pixels (width * height): 4K UHD and then some. The API
+    # states it as a bound on each side, that of a square of this many pixels (6324 px).
     max_output_pixels: int = 40_000_000
     # Most jobs one POST /v1/batches may create.
     max_batch_jobs: int = 10_000

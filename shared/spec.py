@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -43,6 +44,29 @@ MAX_SCALES = 160
 # up to relu5_1, so the pooling grids of every tile line up with the whole image's.
 TILE_ALIGN = 16
 MIN_TILE, MAX_TILE = 64, 8192
+# The longest output side the schema allows anywhere (the CLI); a farm bounds it further
+# by its STYLEFARM_MAX_OUTPUT_PIXELS (see `max_output_side`).
+MAX_SIDE = 16384
+# VGG-19 halves an image four times before its last style layer (relu5_1): a side under
+# 16 px leaves nothing there. A thinner scale is rendered this wide (stretched), and the
+# finished image is resized to the size asked for (`plan_scales`, the engine's last step).
+MIN_SIDE = 16
+
+# The longest output side this request may ask for; the API sets it per request from its
+# settings (a farm's pixel budget), the CLI leaves the default.
+_max_output_side: ContextVar[int] = ContextVar("max_output_side", default=MAX_SIDE)
+
+
+def max_output_side(max_output_pixels: int) -> int:
+    """The longest side a farm allows: that of a square of max_output_pixels, so that any
+    output within it is within the pixel budget, and the bound is one the OpenAPI document
+    can state (a maximum on size, width and height), whatever the content's shape."""
+    return max(MIN_SIDE, min(MAX_SIDE, math.isqrt(max_output_pixels)))
+
+
+def set_output_limit(max_output_pixels: int) -> None:
+    """Bound size, width and height for what follows in this context (the API: per request)."""
+    _max_output_side.set(max_output_side(max_output_pixels))
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -71,14 +95,15 @@ class RenderParams:
     """How to render one job. Images (content, styles, init) travel separately."""
 
     size: int = _param(
-        512, mf.Integer(validate=validate.Range(16, 16384)),
-        "long side of the output in pixels (aspect ratio of the content image)")
+        512, mf.Integer(validate=validate.Range(16, MAX_SIDE)),
+        "long side of the output in pixels (aspect ratio of the content image); at most the "
+        "square root of the farm's STYLEFARM_MAX_OUTPUT_PIXELS")
     width: int | None = _param(
-        None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
-        "exact output width; give with height to override size")
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, MAX_SIDE)),
+        "exact output width; give with height (both or neither) to override size")
     height: int | None = _param(
-        None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
-        "exact output height; give with width to override size")
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, MAX_SIDE)),
+        "exact output height; give with width (both or neither) to override size")
     min_size: int = _param(
         256, mf.Integer(validate=validate.Range(16, 16384)),
         "long side of the first (coarsest) scale")
@@ -88,7 +113,9 @@ class RenderParams:
     iterations: tuple[int, ...] | None = _param(
         None, mf.List(mf.Integer(validate=validate.Range(1, 100_000)), allow_none=True,
                       validate=validate.Length(min=1, max=MAX_SCALES)),
-        "optimizer iterations per scale: one value for every scale, or one per scale")
+        "optimizer iterations per scale, coarse to fine: one value for every scale, one per "
+        "scale, or any other number of values, stretched over the schedule's scales (linear "
+        "interpolation, rounded; a one-scale schedule takes the first)")
     optimizer: str = _param("lbfgs", _choice(OPTIMIZERS), "lbfgs or adam")
     lbfgs_history: int = _param(
         20, mf.Integer(validate=validate.Range(1, 1000)),
@@ -106,9 +133,12 @@ class RenderParams:
     tv_weight: float = _param(
         0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
-        None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True,
-                      validate=validate.Length(min=1, max=MAX_STYLES)),
-        "blend weight of each style image, in order (normalised to sum 1; default equal)")
+        None, mf.List(mf.Float(validate=validate.Range(0.0, 1e9, min_inclusive=False)),
+                      allow_none=True, validate=validate.Length(min=1, max=MAX_STYLES),
+                      metadata={"deprecated": True}),
+        "deprecated in the API (give styles[].weight): blend weight of each style image, in "
+        "order, normalised to sum 1; a style without an entry keeps its own weight (1 by "
+        "default), entries beyond the last style are ignored")
     style_layer_weights: dict[str, float] = _param(
         DEFAULT_LAYER_WEIGHTS,
         mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
@@ -173,22 +203,26 @@ class _RenderParamsBase(Schema):
     class Meta:
         unknown = RAISE
 
-    @validates_schema
-    def _check_together(self, data: dict[str, Any], **_: Any) -> None:
+    @validates_schema(pass_original=True)
+    def _check_together(self, data: dict[str, Any], original: Any, **_: Any) -> None:
+        """Width and height come together (the OpenAPI document says so with an anyOf), and
+        no side given is over this farm's bound (its `maximum`; a default is not given)."""
         width, height = data.get("width"), data.get("height")
         if (width is None) != (height is None):
             missing = "height" if height is None else "width"
             raise ValidationError("width and height must be given together", missing)
-        size = data["size"] if width is None else max(width, height)
-        iterations = data.get("iterations")
-        if iterations is not None and len(iterations) > 1:
-            n = len(scale_long_sides(size, min(data["min_size"], size), data["scale_step"]))
-            if len(iterations) != n:
+        limit = _max_output_side.get()
+        for name in ("size", "width", "height"):
+            value = data.get(name) if name in original else None
+            if value is not None and value > limit:
                 raise ValidationError(
-                    f"give one value or one per scale: this schedule has {n} scales", "iterations")
+                    f"at most {limit} px on this farm (the side of a square of its "
+                    f"STYLEFARM_MAX_OUTPUT_PIXELS)", name)
 
-    @post_load
-    def _make_params(self, data: dict[str, Any], **_: Any) -> RenderParams:
+    @post_load(pass_original=True)
+    def _make_params(self, data: dict[str, Any], original: Any, **_: Any) -> RenderParams:
+        if "size" not in original:  # the default, on a farm whose bound is below it
+            data["size"] = min(data["size"], _max_output_side.get())
         for key in ("iterations", "style_weights", "style_mix"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
@@ -257,16 +291,47 @@ def plan_scales(params: RenderParams, content_width: int, content_height: int) -
     sides = scale_long_sides(target, min(params.min_size, target), params.scale_step)
     if params.iterations is None:
         iterations = default_iterations(len(sides), params.optimizer)
-    elif len(params.iterations) == 1:
-        iterations = [params.iterations[0]] * len(sides)
     else:
-        iterations = list(params.iterations)
+        iterations = stretch(params.iterations, len(sides))
     scales = []
     for index, (side, iters) in enumerate(zip(sides, iterations, strict=True)):
         ratio = side / target
-        scale_w, scale_h = max(1, round(width * ratio)), max(1, round(height * ratio))
+        # A side under MIN_SIDE (a thin content, a coarse scale) is rendered at MIN_SIDE: the
+        # picture is stretched there, and the engine resizes the result to output_size.
+        scale_w = max(MIN_SIDE, round(width * ratio))
+        scale_h = max(MIN_SIDE, round(height * ratio))
         scales.append(Scale(index, scale_w, scale_h, iters))
     return scales
+
+
+def stretch(values: Sequence[int], n: int) -> list[int]:
+    """`values` spread over `n` scales: as they are when there are n of them, one value
+    everywhere, else linearly interpolated by position (first at the coarsest scale, last
+    at the finest) and rounded, never below 1. A one-scale schedule takes the first."""
+    if len(values) == n:
+        return list(values)
+    if len(values) == 1 or n == 1:
+        return [values[0]] * n
+    out = []
+    for i in range(n):
+        position = i * (len(values) - 1) / (n - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(values) - 1)
+        value = values[low] + (values[high] - values[low]) * (position - low)
+        out.append(max(1, round(value)))
+    return out
+
+
+def blend_weights(style_weights: Sequence[float] | None,
+                  own: Sequence[float]) -> tuple[float, ...]:
+    """Each style's weight: its `style_weights` entry where there is one, else its own
+    (styles[].weight); entries beyond the last style are ignored. One rule for new jobs
+    (the API folds style_weights into the styles) and jobs stored before it (the worker).
+    Weights that leave nothing to blend (all 0, from jobs stored under older rules) fall
+    back to the styles' own."""
+    merged = tuple(float(w) for w in style_weights[:len(own)]) if style_weights else ()
+    merged += tuple(own[len(merged):])
+    return merged if sum(merged) > 0 else tuple(own)
 
 
 def style_long_sides(params: RenderParams, scale_side: int, final_side: int) -> list[int]:

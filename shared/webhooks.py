@@ -110,19 +110,40 @@ def target_problem(url: str, *, allow_private: bool, resolve: bool) -> str | Non
 
     A webhook is a request the farm makes on a user's behalf: it must not reach a cloud
     metadata service (link-local) and, on a farm shared by tenants, nothing inside the
-    farm's own network. The API checks the address as written (`resolve=False`); the
-    worker checks every address the name resolves to, just before it posts.
+    farm's own network. `resolve=False` checks the address as written; `resolve=True`
+    every address the name resolves to (what the worker does, by `resolve_target`).
     """
-    host = urlsplit(url).hostname or ""
     if resolve:
-        try:
-            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, None)})
-        except (OSError, UnicodeError) as exc:
-            return f"{host} does not resolve ({exc})"
-    elif host.rstrip(".").lower() == "localhost" or host.rstrip(".").endswith(".localhost"):
+        return resolve_target(url, allow_private=allow_private)[1]
+    host = urlsplit(url).hostname or ""
+    if host.rstrip(".").lower() == "localhost" or host.rstrip(".").endswith(".localhost"):
         addresses = ["127.0.0.1"]  # RFC 6761: always loopback
     else:
         addresses = [host]
+    return _address_problem(host, addresses, allow_private)
+
+
+def resolve_target(url: str, *, allow_private: bool) -> tuple[str | None, str | None]:
+    """(the address to connect to, None), or (None, why the farm must not post there).
+
+    The name is resolved once and every address it resolves to is checked; the POST then
+    goes to the first of them (worker/webhooks.py), with the URL's own name in the Host
+    header and TLS SNI. A DNS answer that changes between the check and the connection
+    (rebinding) cannot send the payload to an address nobody checked.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        return None, f"{host} does not resolve ({exc})"
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        return None, f"{host} does not resolve"
+    problem = _address_problem(host, addresses, allow_private)
+    return (None, problem) if problem else (addresses[0], None)
+
+
+def _address_problem(host: str, addresses: list[str], allow_private: bool) -> str | None:
     for text in addresses:
         try:
             address = ipaddress.ip_address(text.split("%", 1)[0])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from shared.spec import RenderParams
+from shared.spec import RenderParams, blend_weights
 from shared.storage import atomic_write
 from worker.engine.images import ImageError, open_image
 
@@ -120,9 +120,10 @@ def render(runtime: Runtime, inputs: JobInputs, params: RenderParams,
     content = _decoded.get(runtime, inputs.content, "content")
     styles = [_decoded.get(runtime, sha, "style") for sha, _ in inputs.styles]
     init = _decoded.get(runtime, inputs.init, "init") if inputs.init else None
-    weights = [weight for _, weight in inputs.styles]
-    if params.style_weights is None and any(w != 1.0 for w in weights):
-        params = dataclasses.replace(params, style_weights=tuple(weights))
+    # The API folds style_weights into the styles; jobs stored before it did may carry
+    # style_weights of any length: the same rule (shared.spec.blend_weights) reads both.
+    weights = blend_weights(params.style_weights, [weight for _, weight in inputs.styles])
+    params = dataclasses.replace(params, style_weights=weights)
     spec = RenderSpec(content=content, styles=styles, params=params, init_image=init,
                       style_ids=[sha for sha, _ in inputs.styles])
 

@@ -24,7 +24,7 @@ from shared.models import Job
 from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app
 from shared.settings import get_settings
 from shared.transitions import Claim
-from shared.webhooks import owed, target_problem
+from shared.webhooks import owed, resolve_target
 from worker import jobrun, runtime, webhooks
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,13 @@ def notify(rt: runtime.Runtime, job_id: str) -> None:
 def deliver_webhook(self: Task, url: str, payload: dict) -> None:
     """POST a payload; on failure retry with exponential backoff (base · 2^n seconds)."""
     settings = runtime.current().settings
-    problem = target_problem(url, allow_private=settings.webhook_private, resolve=True)
+    # Resolved once, checked, and posted to that very address (no second DNS answer).
+    address, problem = resolve_target(url, allow_private=settings.webhook_private)
     if problem:  # not a failure that a retry could mend
         log.error("webhook %s to %s refused: %s", payload.get("delivery_id"), url, problem)
         return
     try:
-        webhooks.post(url, payload)
+        webhooks.post(url, payload, address)
     except Exception as exc:
         if self.request.retries >= settings.webhook_max_retries:
             log.error("webhook %s to %s given up: %s", payload.get("delivery_id"), url, exc)

@@ -158,11 +158,11 @@ def test_retry(app: Flask, client: FlaskClient, images: list[str],
     assert queue() == 2
 
 
-def test_result_404_then_file_with_etag_and_304(app: Flask, client: FlaskClient,
+def test_result_409_then_file_with_etag_and_304(app: Flask, client: FlaskClient,
                                                 images: list[str]) -> None:
     job_id = submit(client, images[0], images[1]).json["id"]
     reply = client.get(f"/v1/jobs/{job_id}/result")
-    assert reply.status_code == 404 and "queued" in reply.json["error"]["message"]
+    assert reply.status_code == 409 and "queued" in reply.json["error"]["message"]
     data = image_bytes(16, 16, "PNG", seed=9)
     with app.app_context():
         storage = state().storage
@@ -180,7 +180,8 @@ def test_result_404_then_file_with_etag_and_304(app: Flask, client: FlaskClient,
 
 def test_preview(app: Flask, client: FlaskClient, images: list[str]) -> None:
     job_id = submit(client, images[0], images[1]).json["id"]
-    assert client.get(f"/v1/jobs/{job_id}/preview").status_code == 404
+    assert client.get(f"/v1/jobs/{job_id}/preview").status_code == 409  # exists, no preview
+    assert client.get("/v1/jobs/0123/preview").status_code == 404
     data = image_bytes(8, 8, "JPEG")
     with app.app_context():
         storage = state().storage

@@ -30,7 +30,8 @@ def test_openapi_document_carries_the_render_parameters(client: FlaskClient) -> 
     assert params["size"]["default"] == RenderParams().size and params["size"]["maximum"]
     assert {"content", "styles", "params", "priority", "webhook_url"} <= set(
         schemas["JobCreate"]["properties"])
-    assert {"jobs", "contents", "styles"} <= set(schemas["BatchCreate"]["properties"])
+    assert {"jobs"} <= set(schemas["BatchOfJobs"]["properties"])
+    assert {"contents", "styles", "params"} <= set(schemas["BatchOfPairs"]["properties"])
     post = spec["paths"]["/v1/jobs"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "JobCreate")

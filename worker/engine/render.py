@@ -24,6 +24,7 @@ from shared.spec import (
     STYLE_LAYERS,
     RenderParams,
     Scale,
+    output_size,
     plan_scales,
     style_long_sides,
 )
@@ -171,7 +172,9 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
             on_checkpoint(Checkpoint(scale.index, len(plan), x, adam_state,
                                      time.monotonic() - started).to(torch.device("cpu")))
     assert x is not None
-    return finish(x)
+    # A scale thinner than MIN_SIDE was rendered stretched to it (plan_scales): back to size.
+    image, size = finish(x), output_size(params, *spec.content.size)
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _check_resume(checkpoint: Checkpoint, plan: Sequence[Scale]) -> None:
