@@ -36,7 +36,19 @@ class _Api(Api):
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
-    from api import auth, batches, context, docs, errors, health, images, jobs, parsing
+    from api import (
+        auth,
+        batches,
+        context,
+        docs,
+        errors,
+        health,
+        images,
+        jobs,
+        metrics,
+        parsing,
+        swagger,
+    )
 
     settings = settings or get_settings()
     url = settings.effective_database_url
@@ -53,9 +65,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         OPENAPI_URL_PREFIX="/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="swagger",  # /v1/docs is ours: api.docs, works offline
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
-        OPENAPI_REDOC_PATH="redoc",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        OPENAPI_SWAGGER_UI_URL=swagger.ASSETS_URL,  # packaged: api.swagger, works offline
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine_for(url)
@@ -76,6 +86,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
     for blueprint in (images.blp, jobs.blp, batches.blp, health.blp):
         api.register_blueprint(blueprint)
     docs.register(app, api)
+    swagger.register(app)
+    metrics.register(app)
 
     errors.register(app)
     app.before_request(parsing.limit_body)

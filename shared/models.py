@@ -31,6 +31,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time stylefarm stores is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -89,6 +96,8 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at", "id"),
         # GET /v1/jobs?batch=...: keyset pages of one batch.
         Index("ix_jobs_batch_created", "batch_id", "created_at", "id"),
+        # /metrics: jobs by status and priority, counted from this index alone.
+        Index("ix_jobs_status_priority", "status", "priority"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -123,6 +132,29 @@ class Job(Base):
     preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     batch: Mapped[Batch | None] = relationship(back_populates="jobs", lazy="raise_on_sql")
+
+
+class JobAttempt(Base):
+    """One run of a job on one worker: who ran it, when, how it ended, seconds per scale.
+
+    The job's own row keeps only the latest attempt (its worker, its start); an operator
+    asking why a job took three tries, or which scale is slow, needs every run. A run whose
+    worker died keeps no outcome: the reconciler's requeue is what ended it.
+    """
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (Index("ix_job_attempts_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    number: Mapped[int] = mapped_column(Integer)  # the job's attempt count at the claim
+    worker: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # [[scale index, seconds], ...] for the scales this run completed (a resumed run starts
+    # after its checkpoint's scale).
+    scale_seconds: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class IdempotentReply(Base):

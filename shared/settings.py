@@ -141,6 +141,12 @@ class Settings:
     # (worker_proc_alive_timeout, 4 s in Celery): children load no model before reporting,
     # but a loaded machine can still take seconds to import and fork.
     child_start_timeout: float = 60.0
+    # Seconds /metrics reuses its count of jobs by status and priority (one GROUP BY over
+    # an index): scrapes closer together than this cost the database nothing.
+    metrics_cache_seconds: float = 2.0
+    # Seconds a dashboard's live fragment is reused for every viewer of the same page: 100
+    # open dashboards cost the database what one does.
+    ui_live_cache_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
