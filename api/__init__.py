@@ -38,6 +38,7 @@ class _Api(Api):
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
     from api import (
         auth,
+        batch_files,
         batches,
         context,
         docs,
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         metrics,
         parsing,
         swagger,
+        ui,
     )
 
     settings = settings or get_settings()
@@ -83,10 +85,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         "bearer", {"type": "http", "scheme": "bearer",
                    "description": "required when the farm has API keys (STYLEFARM_API_KEYS)"})
     api.spec.options["security"] = [{"bearer": []}] if settings.api_keys else []
-    for blueprint in (images.blp, jobs.blp, batches.blp, health.blp):
+    for blueprint in (images.blp, jobs.blp, batches.blp, batch_files.blp, health.blp):
         api.register_blueprint(blueprint)
     docs.register(app, api)
     swagger.register(app)
+    ui.register(app)
     metrics.register(app)
 
     errors.register(app)

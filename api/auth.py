@@ -18,7 +18,8 @@ from api.errors import ApiError
 
 # Endpoints anyone may call: health checks (load balancers carry no key), the docs and
 # /metrics (Prometheus carries no key; it shows counts, never a job, image or key).
-PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "docs", "swagger", "metrics"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "docs", "swagger", "metrics",
+                               "ui"})  # the dashboard signs in on its own: api.ui_auth
 
 
 def owner_id(key: str) -> str:

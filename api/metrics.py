@@ -70,7 +70,7 @@ def scrape() -> Response:
     else:
         registry.register(REQUEST_SECONDS)
     registry.register(FarmCollector(state()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def job_counts(st: State) -> list[tuple[str, int, int]]:

@@ -95,6 +95,9 @@ class Settings:
     max_request_bytes: int = 16 * 1024 * 1024
     # Bearer tokens accepted by the API; empty means no authentication.
     api_keys: tuple[str, ...] = ()
+    # Signs the dashboard's session cookie; empty: derived from api_keys (and the database
+    # URL), the same in every API process.
+    secret_key: str = ""
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     # Convolutions: "auto" (bf16 on a GPU with native bf16, fp32 elsewhere), "fp32" (a GPU
