@@ -234,8 +234,10 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def byte_size(value: float | None) -> str:
-    if value is None:
+def byte_size(value: object) -> str:
+    """Bytes in binary units; an em dash for anything that is not a number (a record from
+    an older or newer worker may lack the field)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return "—"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
