@@ -19,8 +19,10 @@ MAX_ENTRIES = 512
 class TtlCache:
     """Values computed by `make` and reused for `ttl` seconds; at most MAX_ENTRIES kept.
 
-    One computation per key at a time: a caller that arrives while another computes the
-    same key waits for that result rather than running the query a second time.
+    One computation per key at a time, and nobody waits for it who need not: while one
+    caller recomputes an expired value, the others get the previous one (a second old).
+    Only the very first callers of a key wait. Waiting would park every thread of a
+    gunicorn worker behind one slow page, and the status polls queued behind them.
     """
 
     def __init__(self, ttl: float) -> None:
@@ -30,14 +32,19 @@ class TtlCache:
         self._key_locks: dict[Hashable, Lock] = {}
 
     def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        hit = self._fresh(key)
-        if hit is not None:
-            return hit[1]
         with self._lock:
+            hit = self._items.get(key)
             key_lock = self._key_locks.setdefault(key, Lock())
-        with key_lock:
-            hit = self._fresh(key)
-            if hit is not None:
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        if hit is not None and not key_lock.acquire(blocking=False):
+            return hit[1]  # being recomputed: the previous value meanwhile
+        if hit is None:
+            key_lock.acquire()
+        try:
+            with self._lock:
+                hit = self._items.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl:
                 return hit[1]
             value = make()
             with self._lock:
@@ -47,13 +54,8 @@ class TtlCache:
                     old, _ = self._items.popitem(last=False)
                     self._key_locks.pop(old, None)
             return value
-
-    def _fresh(self, key: Hashable) -> tuple[float, Any] | None:
-        with self._lock:
-            hit = self._items.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
-            return hit
-        return None
+        finally:
+            key_lock.release()
 
 
 def cache(name: str, ttl: float) -> TtlCache:

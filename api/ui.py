@@ -56,7 +56,7 @@ def _batch_view(batch_id: str) -> dict[str, Any]:
     cursor = request.args.get("cursor") or None
     page = ui_data.jobs_page(db(), batch.id, status, cursor)
     here = url_for("ui.batch", batch_id=batch.id, status=status, cursor=cursor)
-    return {"batch": batch, "summary": ui_data.summarize(db(), [batch.id])[batch.id],
+    return {"batch": batch, "summary": ui_data.summarize(db(), [batch])[batch.id],
             "page": page, "status": status, "statuses": ui_data.STATUSES, "cursor": cursor,
             "here": here}
 
