@@ -174,7 +174,7 @@ def run_up(args: argparse.Namespace) -> int:
     stack = LocalStack(args.data_dir.expanduser().resolve(), args.host, args.port, args.gpus)
     try:
         with stack.running():
-            print(f"stylefarm: API on {stack.api_url}, broker {stack.redis_url}, "
+            print(f"stylefarm: API and dashboard on {stack.api_url}, broker {stack.redis_url}, "
                   f"data in {stack.data_dir}; Ctrl-C stops", file=sys.stderr, flush=True)
             return stack.wait()
     except (KeyboardInterrupt, Stopped):  # while starting: everything started is stopped
