@@ -3,8 +3,9 @@
 - Request latency by route, method and status: a prometheus-client Histogram. Under
   gunicorn every worker process writes it to PROMETHEUS_MULTIPROC_DIR (set by
   `stylefarm api`), and a scrape, whichever process takes it, merges them all.
-- Jobs by status and priority: one GROUP BY over ix_jobs_status_priority, reused for
-  `metrics_cache_seconds` by every scrape this process answers.
+- Jobs by status and priority: the sum of job_count_deltas, which database triggers keep
+  (shared.jobcounts), reused for `metrics_cache_seconds` by every scrape this process
+  answers.
 - Queue depth per queue (LLEN), live workers' iterations per second and device memory
   (their records, shared.workers), job duration and queue wait histograms and webhook
   counters (shared.farmstats): all from Redis, where the workers put them.
@@ -26,12 +27,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select
 
 from api.cache import cache
 from api.context import State, state
-from shared import farmstats, workers
-from shared.models import Job, Status
+from shared import farmstats, jobcounts, workers
+from shared.models import Status
 from shared.queue import PRIORITY_LEVELS, WEBHOOK_LEVEL, level_for
 
 blp = Blueprint("metrics", __name__)
@@ -74,11 +74,13 @@ def scrape() -> Response:
 
 
 def job_counts(st: State) -> list[tuple[str, int, int]]:
-    """(status, priority, count) for every job: one GROUP BY, cached a moment."""
+    """(status, priority, count) for every job, from the trigger-kept deltas
+    (shared.jobcounts): a few rows whatever the number of jobs; cached a moment."""
     def count() -> list[tuple[str, int, int]]:
-        with st.readers() as session:
-            return [tuple(row) for row in session.execute(
-                select(Job.status, Job.priority, func.count()).group_by(Job.status, Job.priority))]
+        with st.sessions() as session:
+            found = jobcounts.counts(session)
+            session.commit()
+        return [(status, priority, n) for (status, priority), n in found.items()]
     return cache("metrics-jobs", st.settings.metrics_cache_seconds).get("all", count)
 
 

@@ -77,7 +77,9 @@ def _workers_view() -> dict[str, Any]:
 
 @blp.get("/")
 def batches() -> str:
-    return render_template("batches.html", **_batches_view())
+    live_url = url_for("ui.live", view="batches", cursor=request.args.get("cursor"))
+    return render_template("live.html", heading="Batches", live_url=live_url,
+                           fragment="_batches.html", **_batches_view())
 
 
 @blp.get("/batches/<batch_id>")
@@ -92,7 +94,9 @@ def job(job_id: str) -> str:
 
 @blp.get("/workers")
 def workers_page() -> str:
-    return render_template("workers.html", **_workers_view())
+    return render_template("live.html", heading="Workers", live_url=url_for("ui.live",
+                                                                            view="workers"),
+                           fragment="_workers.html", **_workers_view())
 
 
 # ------------------------------------------------------------------------------- live

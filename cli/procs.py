@@ -53,13 +53,7 @@ class Worker:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, grace=15)
 
 
 class RedisServer:
@@ -118,12 +112,18 @@ class Api:
 
     def stop(self) -> None:
         """SIGTERM: gunicorn stops its workers and removes its metrics folder."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_group(self.proc, grace=30)
+
+
+def stop_group(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a child's process group, SIGKILL it if it is not gone after `grace` s."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def children(pid: int) -> list[int]:

@@ -22,7 +22,7 @@ from tests.api.dashboard_helpers import batch_jobs, finish
 
 def submit(client: FlaskClient, images: list[str], contents: int = 2, styles: int = 1,
            name: str = "dash", headers: dict[str, str] | None = None) -> str:
-    pool = (images * 40)[: contents]
+    pool = (images * 3000)[:contents]
     reply = client.post("/v1/batches", json={
         "name": name, "contents": pool, "styles": images[-styles:], "params": {"size": 48}},
         headers=headers or {})

@@ -101,6 +101,44 @@ def test_metrics_match_the_database_and_redis(client: FlaskClient, app: Flask,
                           ("status", "202"))] >= 1
 
 
+def test_job_counts_follow_every_change_and_survive_folding(
+        client: FlaskClient, app: Flask, images: list[str]) -> None:
+    """The triggers count inserts, status changes in bulk (cancel, retry) and deletes; a
+    fold-up (after FOLD_AFTER_ROWS changes on SQLite) keeps the totals."""
+    from sqlalchemy import delete
+    from sqlalchemy.orm import Session
+
+    from shared import jobcounts
+    from shared.models import JobAttempt, JobCountDelta
+
+    settings = app.extensions["stylefarm"].settings
+    engine = engine_for(settings.effective_database_url)
+
+    def truth() -> dict[tuple[str, int], int]:
+        with engine.connect() as db:
+            return {(s, p): n for s, p, n in db.execute(
+                select(Job.status, Job.priority, func.count())
+                .group_by(Job.status, Job.priority))}
+
+    batch_id = submit(client, images, contents=2 * jobcounts.FOLD_AFTER_ROWS // 3)
+    client.post(f"/v1/batches/{batch_id}/cancel")
+    one = batch_jobs(client, batch_id)[0]["id"]
+    assert client.post(f"/v1/jobs/{one}/retry").status_code == 202
+    finish(settings, one)
+    with Session(engine) as session:
+        assert jobcounts.counts(session) == truth()  # SQLite: folded up on the way
+        jobcounts.fold(session)
+        session.commit()
+        rows = session.scalar(select(func.count()).select_from(JobCountDelta))
+        assert rows == len(truth())  # one row per (status, priority) that has jobs
+        assert jobcounts.counts(session) == truth()
+        session.execute(delete(JobAttempt).where(JobAttempt.job_id == one))
+        session.execute(delete(Job).where(Job.id == one))
+        session.commit()
+        assert jobcounts.counts(session) == truth()
+    assert sum(v for k, v in scrape(client)["stylefarm_jobs"].items()) == sum(truth().values())
+
+
 def test_metrics_jobs_count_is_cached_for_a_moment(make_app: Callable[..., Flask],
                                                    images: list[str]) -> None:
     client = make_app(metrics_cache_seconds=3600).test_client()
