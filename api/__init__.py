@@ -37,7 +37,22 @@ class _Api(Api):
 
 
 def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Flask:
-    from api import auth, batches, context, contract, docs, errors, health, images, jobs, parsing
+    from api import (
+        auth,
+        batch_files,
+        batches,
+        context,
+        contract,
+        docs,
+        errors,
+        health,
+        images,
+        jobs,
+        metrics,
+        parsing,
+        swagger,
+        ui,
+    )
 
     settings = settings or get_settings()
     url = settings.effective_database_url
@@ -54,9 +69,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
         OPENAPI_URL_PREFIX="/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="swagger",  # /v1/docs is ours: api.docs, works offline
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
-        OPENAPI_REDOC_PATH="redoc",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        OPENAPI_SWAGGER_UI_URL=swagger.ASSETS_URL,  # packaged: api.swagger, works offline
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine_for(url)
@@ -75,10 +88,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Fl
                    "description": "required when the farm has API keys (STYLEFARM_API_KEYS)"})
     api.spec.options["security"] = [{"bearer": []}] if settings.api_keys else []
     contract.register(api)
-    for blueprint in (images.blp, jobs.blp, batches.blp, health.blp):
+    for blueprint in (images.blp, jobs.blp, batches.blp, batch_files.blp, health.blp):
         api.register_blueprint(blueprint)
     contract.complete(api.spec, settings)
     docs.register(app, api)
+    swagger.register(app)
+    ui.register(app)
+    metrics.register(app)
 
     errors.register(app)
     app.before_request(parsing.limit_body)

@@ -16,8 +16,10 @@ from flask import g, request
 from api.context import settings
 from api.errors import ApiError
 
-# Endpoints anyone may call: health checks (load balancers carry no key) and the docs.
-PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "docs"})
+# Endpoints anyone may call: health checks (load balancers carry no key), the docs and
+# /metrics (Prometheus carries no key; it shows counts, never a job, image or key).
+PUBLIC_BLUEPRINTS = frozenset({"health", "api-docs", "docs", "swagger", "metrics",
+                               "ui"})  # the dashboard signs in on its own: api.ui_auth
 
 
 def owner_id(key: str) -> str:

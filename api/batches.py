@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.farm import farm_workers
 from api.jobs import enqueue_or_fail
 from api.parsing import Blueprint
-from api.present import aware
+from api.present import aware, batch_summary
 from api.schemas import BatchOutSchema, CancelOutSchema
 from api.submit import check_jobs, insert_jobs
 from shared import transitions
@@ -40,29 +40,10 @@ def batch_view(batch: Batch, now: datetime | None = None) -> dict[str, Any]:
     rows = db().execute(
         select(Job.status, func.count(), func.sum(Job.progress), func.min(Job.started_at))
         .where(Job.batch_id == batch.id).group_by(Job.status)).all()
-    counts = {s.value: 0 for s in Status}
-    done = 0.0
-    first_start: datetime | None = None
-    for status, count, progress_sum, started in rows:
-        counts[status] = count
-        done += (progress_sum or 0.0) if status in _ACTIVE else count
-        started = aware(started)
-        if started is not None and (first_start is None or started < first_start):
-            first_start = started
-    total = sum(counts.values())
-    active = sum(counts[s] for s in _ACTIVE)
-    progress = done / total if total else 1.0
-    eta = None
-    if not active:
-        eta = 0.0
-    elif first_start is not None and progress > 0:
-        elapsed = ((now or utcnow()) - first_start).total_seconds()
-        eta = round(max(0.0, elapsed * (1 - progress) / progress), 1)
     base = f"/v1/batches/{batch.id}"
     return {
         "id": batch.id, "name": batch.name, "created_at": aware(batch.created_at),
-        "webhook_url": batch.webhook_url, "job_count": total, "counts": counts,
-        "finished": active == 0, "progress": round(progress, 6), "eta_seconds": eta,
+        "webhook_url": batch.webhook_url, **batch_summary(rows, now),
         "links": {"self": base, "jobs": f"/v1/jobs?batch={batch.id}", "cancel": f"{base}/cancel"},
     }
 

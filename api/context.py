@@ -33,7 +33,20 @@ class State:
     sessions: sessionmaker[Session]
     readers: sessionmaker[Session]  # autocommit: for requests that only read
     _celery: Any = None
+    _redis: Any = None
     _lock: Lock = field(default_factory=Lock)
+    # Small per-process caches (api.cache.TtlCache): /metrics's counts, live fragments.
+    caches: dict[str, Any] = field(default_factory=dict)
+
+    def redis(self) -> Any:
+        """A plain Redis client on the broker (worker records, queue depths, figures)."""
+        with self._lock:
+            if self._redis is None:
+                import redis
+
+                self._redis = redis.Redis.from_url(self.settings.effective_redis_url,
+                                                   socket_timeout=5, socket_connect_timeout=5)
+            return self._redis
 
     def celery(self) -> Celery:
         """The queue's Celery app for these settings, made on first use (importing Celery

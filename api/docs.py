@@ -1,9 +1,8 @@
 """/v1/docs: the API reference as one HTML page, rendered here from the OpenAPI document.
 
-Render farms are often cut off from the internet (GPU nodes on a private network), and
-Swagger UI and ReDoc load their code from a CDN. This page needs nothing but the API
-itself; the interactive ones stay at /v1/swagger and /v1/redoc for networks that reach
-a CDN.
+Render farms are often cut off from the internet (GPU nodes on a private network). This
+page needs nothing but the API itself; so does the interactive one at /v1/swagger, whose
+code the API serves from the swagger-ui-bundle package (api/swagger.py).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ _PAGE = """<!doctype html>
 <h1>{{ info.title }} API {{ info.version }}</h1>
 <p>{{ info.description }}</p>
 <p class="muted">Machine-readable: <a href="openapi.json">openapi.json</a>.
- Interactive (needs a CDN): <a href="swagger">Swagger UI</a>, <a href="redoc">ReDoc</a>.
+ Interactive: <a href="swagger">Swagger UI</a> (served by the API too).
  {% if secured %}Every endpoint but /healthz needs <code>Authorization: Bearer
  &lt;key&gt;</code>.{% endif %}</p>
 {% for tag, ops in groups %}

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from shared.models import ACTIVE, Job, Status, utcnow
+from shared.models import ACTIVE, Job, Status, aware, utcnow
 
 _ACTIVE = {s.value for s in ACTIVE}
 _RETRYABLE = {Status.FAILED.value, Status.CANCELED.value}
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time the API stores is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def eta_seconds(progress: float, started_at: datetime | None, status: str,
@@ -30,6 +24,32 @@ def eta_seconds(progress: float, started_at: datetime | None, status: str,
     if elapsed <= 0:
         return None
     return round(max(0.0, elapsed * (1 - min(progress, 1.0)) / progress), 1)
+
+
+def batch_summary(rows: Iterable[tuple[str, int, float | None, datetime | None]],
+                  now: datetime | None = None) -> dict[str, Any]:
+    """Counts per status, mean progress and ETA of a batch, from its rows of
+    (status, count, sum of progress, first start) grouped by status."""
+    counts = {s.value: 0 for s in Status}
+    done = 0.0
+    first_start: datetime | None = None
+    for status, count, progress_sum, started in rows:
+        counts[status] = count
+        done += (progress_sum or 0.0) if status in _ACTIVE else count
+        started = aware(started)
+        if started is not None and (first_start is None or started < first_start):
+            first_start = started
+    total = sum(counts.values())
+    active = sum(counts[s] for s in _ACTIVE)
+    progress = done / total if total else 1.0
+    eta = None
+    if not active:
+        eta = 0.0
+    elif first_start is not None and progress > 0:
+        elapsed = ((now or utcnow()) - first_start).total_seconds()
+        eta = round(max(0.0, elapsed * (1 - progress) / progress), 1)
+    return {"job_count": total, "counts": counts, "finished": active == 0,
+            "progress": round(progress, 6), "eta_seconds": eta}
 
 
 def job_links(job: Job) -> dict[str, str | None]:

@@ -266,7 +266,10 @@ def download(api: Api, batch: dict[str, Any], names: dict[str, str], out: Path,
 def fetch_command(parser: argparse.ArgumentParser) -> Runner:
     """Download a batch's results (after `submit --no-wait`, or to resume a download)."""
     parser.add_argument("batch", help="batch id")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the results")
+    parser.add_argument("--out", type=Path, help="directory for the results")
+    parser.add_argument("--sheet", type=Path, metavar="FILE.png",
+                        help="also (or, without --out, only) save the batch's contact sheet: "
+                             "one labelled cell per job")
     parser.add_argument("--no-wait", action="store_true",
                         help="fetch what has finished now instead of waiting for the batch")
     _add_api_option(parser)
@@ -274,11 +277,22 @@ def fetch_command(parser: argparse.ArgumentParser) -> Runner:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    from shared.storage import atomic_write
+
+    if args.out is None and args.sheet is None:
+        raise UsageError("say where: --out DIR for the results, --sheet FILE.png for the "
+                         "contact sheet, or both")
     api = Api(args.api, args.token)
     batch = api.json("GET", f"/v1/batches/{args.batch}")
     if not args.no_wait:
         batch = wait(api, batch["id"])
-    return download(api, batch, read_manifest(args.out, batch["id"]), args.out)
+    status = 0
+    if args.out is not None:
+        status = download(api, batch, read_manifest(args.out, batch["id"]), args.out)
+    if args.sheet is not None:
+        atomic_write(args.sheet, api.call("GET", f"/v1/batches/{batch['id']}/sheet").content)
+        print(f"contact sheet saved as {args.sheet}", file=sys.stderr)
+    return status
 
 
 # ---------------------------------------------------------------------------- status

@@ -53,13 +53,7 @@ class Worker:
         self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, grace=15)
 
 
 class RedisServer:
@@ -98,8 +92,8 @@ class RedisServer:
 class Api:
     """`stylefarm api` in its own process group."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, workers: int = 1) -> None:
+        self.env, self.log, self.workers = env, log, workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -107,7 +101,7 @@ class Api:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "api", "--port", str(self.port),
-             "--workers", "1", "--threads", "4"], cwd=ROOT, env=self.env,
+             "--workers", str(self.workers), "--threads", "4"], cwd=ROOT, env=self.env,
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         assert wait_for_api(self.url, self.proc, 300), self.log.read_text()
 
@@ -115,6 +109,21 @@ class Api:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM: gunicorn stops its workers and removes its metrics folder."""
+        stop_group(self.proc, grace=30)
+
+
+def stop_group(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM a child's process group, SIGKILL it if it is not gone after `grace` s."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def children(pid: int) -> list[int]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +50,7 @@ def run_api(args: argparse.Namespace) -> int:
         from shared.migrate import upgrade
 
         upgrade(settings.effective_database_url)
+    metrics_dir = _metrics_dir()
 
     class Server(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
@@ -58,6 +61,7 @@ def run_api(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("proc_name", "stylefarm-api")
+            self.cfg.set("child_exit", _worker_exited)
 
         def load(self):  # in each gunicorn worker, before it serves
             from api import create_app
@@ -66,8 +70,31 @@ def run_api(args: argparse.Namespace) -> int:
             app.extensions["stylefarm"].warm()
             return app
 
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir() -> str | None:
+    """prometheus-client's multiprocess mode: every gunicorn worker writes its figures to
+    files in PROMETHEUS_MULTIPROC_DIR, and a scrape of any worker merges them (api.metrics).
+    Set before any worker imports prometheus_client; a fresh folder per server, so figures
+    of an earlier run are not counted again. Returns the folder made here, if any."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    made = tempfile.mkdtemp(prefix="stylefarm-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    return made
+
+
+def _worker_exited(_server: object, worker: object) -> None:
+    """gunicorn's child_exit: a dead worker's gauges leave the merged figures."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------- worker
@@ -147,7 +174,7 @@ def run_up(args: argparse.Namespace) -> int:
     stack = LocalStack(args.data_dir.expanduser().resolve(), args.host, args.port, args.gpus)
     try:
         with stack.running():
-            print(f"stylefarm: API on {stack.api_url}, broker {stack.redis_url}, "
+            print(f"stylefarm: API and dashboard on {stack.api_url}, broker {stack.redis_url}, "
                   f"data in {stack.data_dir}; Ctrl-C stops", file=sys.stderr, flush=True)
             return stack.wait()
     except (KeyboardInterrupt, Stopped):  # while starting: everything started is stopped

@@ -31,6 +31,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time stylefarm stores is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -123,6 +130,45 @@ class Job(Base):
     preview_path: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     batch: Mapped[Batch | None] = relationship(back_populates="jobs", lazy="raise_on_sql")
+
+
+class JobAttempt(Base):
+    """One run of a job on one worker: who ran it, when, how it ended, seconds per scale.
+
+    The job's own row keeps only the latest attempt (its worker, its start); an operator
+    asking why a job took three tries, or which scale is slow, needs every run. A run whose
+    worker died keeps no outcome: the reconciler's requeue is what ended it.
+    """
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (Index("ix_job_attempts_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    number: Mapped[int] = mapped_column(Integer)  # the job's attempt count at the claim
+    worker: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    # [[scale index, seconds], ...] for the scales this run completed (a resumed run starts
+    # after its checkpoint's scale).
+    scale_seconds: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class JobCountDelta(Base):
+    """Changes in the number of jobs per (status, priority), appended by database triggers
+    (migration 0002) on every INSERT, DELETE, and UPDATE that moves a job's status or
+    priority, whoever runs it. /metrics sums this small table instead of counting every
+    job, and folds it up now and then (shared.jobcounts): a scrape costs the same at
+    100,000 jobs as at 100. Append-only, so concurrent transitions never wait on a
+    shared counter row."""
+
+    __tablename__ = "job_count_deltas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer)
+    delta: Mapped[int] = mapped_column(Integer)
 
 
 class IdempotentReply(Base):

@@ -96,6 +96,9 @@ class Settings:
     max_request_bytes: int = 16 * 1024 * 1024
     # Bearer tokens accepted by the API; empty means no authentication.
     api_keys: tuple[str, ...] = ()
+    # Signs the dashboard's session cookie; empty: derived from api_keys (and the database
+    # URL), the same in every API process.
+    secret_key: str = ""
     # Torch device for the engine: "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
     # Convolutions: "auto" (bf16 on a GPU with native bf16, fp32 elsewhere), "fp32" (a GPU
@@ -148,6 +151,12 @@ class Settings:
     # (worker_proc_alive_timeout, 4 s in Celery): children load no model before reporting,
     # but a loaded machine can still take seconds to import and fork.
     child_start_timeout: float = 60.0
+    # Seconds /metrics reuses its count of jobs by status and priority (one GROUP BY over
+    # an index): scrapes closer together than this cost the database nothing.
+    metrics_cache_seconds: float = 2.0
+    # Seconds a dashboard's live fragment is reused for every viewer of the same page: 100
+    # open dashboards cost the database what one does.
+    ui_live_cache_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -226,9 +226,14 @@ def retry(session: Session, job_id: str) -> bool:
 
     The caller enqueues the job's message after committing.
     """
+    return bool(retry_many(session, [job_id]))
+
+
+def retry_many(session: Session, job_ids: list[str]) -> list[tuple[str, int]]:
+    """`retry` for many jobs in one UPDATE; returns (id, priority) of those queued again."""
     done = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_((Status.FAILED.value, Status.CANCELED.value)))
+        .where(Job.id.in_(job_ids), Job.status.in_((Status.FAILED.value, Status.CANCELED.value)))
         .values(
             status=Status.QUEUED.value,
             progress=0.0,
@@ -244,9 +249,10 @@ def retry(session: Session, job_id: str) -> bool:
             worker=None,
             attempts=0,
         )
-    ).rowcount
+        .returning(Job.id, Job.priority), execution_options={"synchronize_session": False}
+    ).all()
     session.flush()
-    return bool(done)
+    return [(job_id, priority) for job_id, priority in done]
 
 
 def is_finished(status: str) -> bool:

@@ -20,13 +20,14 @@ from typing import Any, TypeVar
 from marshmallow import ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared import transitions
+from shared import attempts, transitions
 from shared.db import session_scope
 from shared.memory import DoesNotFit
 from shared.models import Job
 from shared.spec import RenderParams
 from shared.storage import atomic_write
 from worker import engine_adapter
+from worker.beacon import Speed
 from worker.runtime import Heartbeat, Runtime
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,13 @@ class JobInputs:
     styles: list[tuple[str, float]]
     init: str | None
     params: dict[str, Any]
+    attempt_id: int | None = None  # this run's row in job_attempts (shared.attempts)
 
     @classmethod
-    def of(cls, job: Job) -> JobInputs:
+    def of(cls, job: Job, attempt_id: int | None = None) -> JobInputs:
         return cls(job.id, job.content_image_id,
                    [(s["image"], float(s.get("weight", 1.0))) for s in job.styles],
-                   job.init_image_id, dict(job.params))
+                   job.init_image_id, dict(job.params), attempt_id)
 
 
 T = TypeVar("T")
@@ -87,19 +89,29 @@ def with_database(action: Callable[[], T], what: str) -> T:
 class Reporter:
     """The engine's progress callback: throttled progress records, previews, stop checks."""
 
-    def __init__(self, runtime: Runtime, job_id: str, heartbeat: Heartbeat) -> None:
+    def __init__(self, runtime: Runtime, job_id: str, heartbeat: Heartbeat,
+                 attempt_id: int | None = None) -> None:
         self.runtime = runtime
         self.job_id = job_id
         self.heartbeat = heartbeat
+        self.attempt_id = attempt_id
         self._last_record = 0.0
         self._last_preview = time.monotonic()
+        self.scales = ScaleClock()
+        self._iterations = 0
+        self._speed = Speed()
 
     def __call__(self, event: engine_adapter.Progress) -> None:
         self.check()
+        self._iterations += 1
+        if self.scales.at(event.scale):
+            self._save_scale_times()
         now = time.monotonic()
         if now - self._last_record < self.runtime.settings.progress_interval:
             return
         self._last_record = now
+        self.runtime.beacon.state.update(  # published by the beacon's thread, not here
+            job=self.job_id, it_per_s=self._speed.update(self._iterations))
         preview = None
         if (now - self._last_preview >= self.runtime.settings.preview_interval
                 and event.preview is not None):
@@ -119,6 +131,15 @@ class Reporter:
         self.heartbeat.observe(status)
         self.check()
 
+    def _save_scale_times(self) -> None:
+        if self.attempt_id is None:
+            return
+        try:
+            with session_scope(self.runtime.db) as session:
+                attempts.record_scales(session, self.attempt_id, self.scales.done)
+        except DATABASE_GONE:  # history, not state: the outcome's write carries it again
+            log.warning("scale times of job %s not recorded", self.job_id)
+
     def check(self) -> None:
         if self.heartbeat.lost.is_set():
             raise Stop(Outcome.LOST)
@@ -137,21 +158,71 @@ class Reporter:
             return None
 
 
+class ScaleClock:
+    """Seconds per scale, from the scale index of each progress event."""
+
+    def __init__(self) -> None:
+        self.done: list[list[float]] = []
+        self._scale: int | None = None
+        self._since = time.monotonic()
+
+    def at(self, scale: int) -> bool:
+        """Note the scale of an event; True when it closed the previous scale."""
+        if scale == self._scale:
+            return False
+        closed = self.close()
+        self._scale = scale
+        return closed
+
+    def close(self) -> bool:
+        now = time.monotonic()
+        closed = self._scale is not None
+        if closed:
+            self.done.append([self._scale, round(now - self._since, 3)])
+        self._since = now
+        self._scale = None
+        return closed
+
+
 def run(runtime: Runtime, inputs: JobInputs) -> Outcome:
     """Render a claimed job and record the outcome; returns what was recorded.
 
     Once the job has finished, whatever way, its checkpoint goes; a lost job's belongs
     to the worker that holds the job now.
     """
-    outcome = _run(runtime, inputs)
+    began = time.monotonic()
+    reporter_box: list[Reporter] = []
+    outcome = _run(runtime, inputs, reporter_box)
     if outcome is not Outcome.LOST:
         engine_adapter.drop_checkpoint(runtime, inputs.job_id)
+    runtime.beacon.state.update(job=None, it_per_s=None)
+    scales = reporter_box[0].scales if reporter_box else ScaleClock()
+    scales.close()
+    _close_attempt(runtime, inputs, outcome, scales.done)
+    runtime.beacon.observe("job_duration_seconds", time.monotonic() - began, outcome.value)
     return outcome
 
 
-def _run(runtime: Runtime, inputs: JobInputs) -> Outcome:
+def _close_attempt(runtime: Runtime, inputs: JobInputs, outcome: Outcome,
+                   scale_seconds: list[list[float]]) -> None:
+    if inputs.attempt_id is None:
+        return
+    attempt_id = inputs.attempt_id
+
+    def write() -> None:
+        with session_scope(runtime.db) as session:
+            attempts.finish(session, attempt_id, outcome.value, scale_seconds)
+
+    try:
+        with_database(write, "attempt history")
+    except DATABASE_GONE:
+        log.warning("attempt history of job %s not recorded", inputs.job_id)
+
+
+def _run(runtime: Runtime, inputs: JobInputs, reporter_box: list[Reporter]) -> Outcome:
     heartbeat = Heartbeat(runtime, inputs.job_id)
-    reporter = Reporter(runtime, inputs.job_id, heartbeat)
+    reporter = Reporter(runtime, inputs.job_id, heartbeat, inputs.attempt_id)
+    reporter_box.append(reporter)
     try:
         with heartbeat.running():
             image = render(runtime, inputs, reporter)

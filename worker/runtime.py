@@ -15,6 +15,7 @@ job that arrives before the model is ready waits for that thread (`Runtime.warm`
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -35,6 +36,9 @@ from shared.db import engine_for, session_scope
 from shared.models import Status
 from shared.settings import Settings, get_settings
 from shared.storage import Storage
+
+if TYPE_CHECKING:
+    from worker.beacon import Beacon
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,17 @@ class Runtime:
     def heartbeat_interval(self) -> float:
         """A third of the lease: two missed beats still leave the job ours."""
         return max(0.2, self.settings.lease_seconds / 3)
+
+    @property
+    def warmed(self) -> bool:
+        return self._warmed
+
+    @cached_property
+    def beacon(self) -> Beacon:
+        """This process's record for the workers page and /metrics (worker.beacon)."""
+        from worker.beacon import Beacon
+
+        return Beacon(self)
 
     def warm(self) -> None:
         """Pick the device and load the model, once: the first caller loads, the others
@@ -165,6 +180,8 @@ def init_process(**_: object) -> None:
     _runtime.started_in  # noqa: B018 - fixed now: fork to init, not fork to the first job
     if not os.environ.get("STYLEFARM_NO_WARM"):  # a webhook-only worker needs no model
         _runtime.warm_in_background()
+        _runtime.beacon.start()  # a render worker shows on the workers page
+        atexit.register(_runtime.beacon.stop)
 
 
 class Heartbeat:

@@ -18,10 +18,10 @@ from celery import Task, bootsteps
 from celery.signals import worker_process_init
 from sqlalchemy.exc import DBAPIError
 
-from shared import transitions
+from shared import attempts, farmstats, transitions
 from shared.db import session_scope
-from shared.models import Job
-from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app
+from shared.models import Job, aware, utcnow
+from shared.queue import RENDER_TASK, WEBHOOK_TASK, enqueue_webhooks, get_app, level_for
 from shared.settings import get_settings
 from shared.transitions import Claim
 from shared.webhooks import owed, resolve_target
@@ -73,8 +73,15 @@ def render(self: Task, job_id: str) -> str:
             claim = transitions.claim(session, job_id, rt.name,
                                       lease_seconds=settings.lease_seconds,
                                       max_attempts=settings.max_attempts)
-            inputs = jobrun.JobInputs.of(session.get(Job, job_id)) \
-                if claim.outcome == Claim.RUN else None
+            inputs = None
+            if claim.outcome == Claim.RUN:
+                job = session.get(Job, job_id)
+                attempt_id = attempts.start(session, job_id, claim.attempt, rt.name)
+                inputs = jobrun.JobInputs.of(job, attempt_id)
+                if claim.attempt == 1:
+                    waited = (utcnow() - aware(job.created_at)).total_seconds()
+                    rt.beacon.observe("job_queue_wait_seconds", max(0.0, waited),
+                                      level_for(job.priority))
     except DBAPIError as exc:
         # The database is away: keep the message (a new one, later) rather than lose the job.
         log.warning("job %s: database unavailable (%s); retrying", job_id, exc)
@@ -114,7 +121,10 @@ def deliver_webhook(self: Task, url: str, payload: dict) -> None:
         return
     try:
         webhooks.post(url, payload, address)
+        _count_webhook("webhook_deliveries", "ok")
     except Exception as exc:
+        _count_webhook("webhook_failures", "retry" if self.request.retries
+                       < settings.webhook_max_retries else "given_up")
         if self.request.retries >= settings.webhook_max_retries:
             log.error("webhook %s to %s given up: %s", payload.get("delivery_id"), url, exc)
             return
@@ -122,3 +132,12 @@ def deliver_webhook(self: Task, url: str, payload: dict) -> None:
         log.warning("webhook %s to %s failed (%s); retry in %.1f s",
                     payload.get("delivery_id"), url, exc, delay)
         raise self.retry(countdown=delay, max_retries=settings.webhook_max_retries) from exc
+
+
+def _count_webhook(name: str, labels: str) -> None:
+    """Webhook figures for /metrics (shared.farmstats); never fails a delivery."""
+    try:
+        rt = runtime.current()
+        farmstats.incr(rt.beacon.redis, rt.settings.queue_prefix, name, labels)
+    except Exception:
+        log.debug("webhook figure not recorded", exc_info=True)
