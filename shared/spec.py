@@ -144,6 +144,11 @@ class RenderParams:
         mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
                 values=mf.Float(validate=validate.Range(0.0, 1e9))),
         "weight of each style layer (relu1_1 ... relu5_1); layers left out weigh 0")
+    min_positions_per_channel: float = _param(
+        4.0, mf.Float(validate=validate.Range(0.0, 1e6)),
+        "below the last scale, a style layer with fewer positions per channel than this "
+        "weighs proportionally less (keeps coarse scales from copying the painting's "
+        "objects; 0: off)")
     style_loss: str = _param(
         "gram", _choice(STYLE_LOSSES), "gram or wasserstein (mean and covariance)")
     style_scale: float = _param(

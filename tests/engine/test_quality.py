@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, style_long_sides
+from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, plan_scales, style_long_sides
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import quality
 from worker.engine.optimize import FIRST_STEP, LBFGS, MAX_STEP
-from worker.engine.render import RenderSpec, render, style_layer_weights
+from worker.engine.render import RenderSpec, render, scale_layer_weights, style_layer_weights
 
 
 def _render(content: Image.Image, style: Image.Image, **params: object) -> Image.Image:
@@ -35,6 +35,21 @@ def test_default_layer_weights_fall_with_depth_and_sum_to_one() -> None:
 def test_a_layer_weighted_zero_is_left_out() -> None:
     params = RenderParams(style_layer_weights={"relu1_1": 3.0, "relu2_1": 1.0, "relu5_1": 0.0})
     assert style_layer_weights(params) == {"relu1_1": 0.75, "relu2_1": 0.25}
+
+
+def test_coarse_scales_weigh_layers_with_few_positions_per_channel_down() -> None:
+    params = RenderParams(size=512)
+    plan = plan_scales(params, 640, 480)
+    base = style_layer_weights(params)
+    first = scale_layer_weights(params, base, plan[0], len(plan))
+    # 256x192: relu5_1 has 16x12 = 192 positions for 512 channels, 4 per channel wanted.
+    assert (plan[0].width, plan[0].height) == (256, 192)
+    assert first["relu5_1"] == pytest.approx(base["relu5_1"] * 192 / (4 * 512))
+    assert first["relu4_1"] == pytest.approx(base["relu4_1"] * 768 / (4 * 512))
+    assert first["relu3_1"] == base["relu3_1"] and first["relu1_1"] == base["relu1_1"]
+    assert scale_layer_weights(params, base, plan[-1], len(plan)) == base
+    off = RenderParams(size=512, min_positions_per_channel=0)
+    assert scale_layer_weights(off, base, plan[0], len(plan)) == base
 
 
 # ------------------------------------------------------------------ style scale rule

@@ -34,7 +34,7 @@ from worker.engine.device import conv_dtype, memory_format, pick_device, prepare
 from worker.engine.device import memory_budget as memory_budget_of
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
-from worker.engine.vgg import LAYERS, VGG19, load_vgg
+from worker.engine.vgg import LAYERS, VGG19, layer_shape, load_vgg
 
 
 @dataclass
@@ -148,7 +148,8 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         style_targets = _style_targets(model, params, scale, final_side, styles,
                                        spec.style_ids, layer_weights, dev, target_cache, tile)
         objective = _objective(model, params, scale, content, style_targets, blend,
-                               layer_weights, dev, tile)
+                               scale_layer_weights(params, layer_weights, scale, len(plan)),
+                               dev, tile)
         x = _start(x, scale, params, content, init_image, generator, dev)
         optimizer = _optimizer(params, scale, adam_state, dev)
         for it in range(scale.iterations):
@@ -220,6 +221,27 @@ def style_layer_weights(params: RenderParams) -> dict[str, float]:
     chosen = {k: v for k, v in params.style_layer_weights.items() if v > 0 and k in STYLE_LAYERS}
     total = sum(chosen.values())
     return {k: v / total for k, v in chosen.items()} if total > 0 else {}
+
+
+def scale_layer_weights(params: RenderParams, layer_weights: dict[str, float], scale: Scale,
+                        n_scales: int) -> dict[str, float]:
+    """The layer weights at one scale: below the last, a layer with fewer than
+    `params.min_positions_per_channel` positions per channel weighs that much less.
+
+    At a coarse scale relu5_1 has few positions for its 512 channels (192 at 256 px), and
+    matching its statistics there means reproducing the painting's own features: the
+    coarse scales set the composition, and a face or a star ring drawn there stays to the
+    end. The last scale keeps the full weights, which put the painting's strokes back.
+    """
+    per_channel = params.min_positions_per_channel
+    if scale.index == n_scales - 1 or per_channel <= 0:
+        return layer_weights
+    weights = {}
+    for name, weight in layer_weights.items():
+        channels, stride = layer_shape(name)
+        positions = (scale.width // stride) * (scale.height // stride)
+        weights[name] = weight * min(1.0, positions / (per_channel * channels))
+    return weights
 
 
 def _colour_inputs(spec: RenderSpec) -> tuple[Image.Image, list[Image.Image], Image.Image | None]:

