@@ -4,9 +4,10 @@ The API validates requests with these schemas and flask-smorest builds the OpenA
 document from the same classes, so the docs cannot drift from what is enforced.
 Render parameters are not redefined here: `params` nests `shared.spec.RenderParamsSchema`.
 
-Loading a schema checks shapes only. Whether the images exist, whether the output
-is too large, and how many jobs a batch may hold depend on the database and the
-settings; the API checks those (see api/submit.py).
+Loading a schema checks everything but state: whether the images exist is the API's
+check (api/submit.py). The bounds that depend on the farm's settings (how many jobs a
+batch may hold, the output's sides) are read from context variables the API sets per
+request, and api/contract.py writes the same bounds into the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class JobCreateSchema(_Strict):
     webhook_url = webhook_url()
 
     @post_load
-    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    def _one_meaning(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         return _normalise(data)
 
 
@@ -307,7 +308,7 @@ class BatchOfPairsSchema(_Strict):
         return data
 
     @post_load
-    def _normalise(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+    def _one_meaning(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         params = _init_mode(data["params"], data.get("init_image"))
         data["params"] = dataclasses.replace(params, style_weights=None)
         return data
