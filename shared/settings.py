@@ -87,9 +87,10 @@ class Settings:
     # Largest input image accepted, in pixels (width * height), and in bytes.
     max_input_pixels: int = 50_000_000
     max_upload_bytes: int = 64 * 1024 * 1024
-    # Largest output accepted, in pixels (width * height): 4K UHD and then some. The API
-    # states it as a bound on each side, that of a square of this many pixels (6324 px).
-    max_output_pixels: int = 40_000_000
+    # Largest output accepted, in pixels (width * height): 8K UHD and then some. The API
+    # states it as a bound on each side, that of a square of this many pixels (8192 px: an 8K
+    # frame, 7680x4320, fits; the memory plan decides whether a worker can run it).
+    max_output_pixels: int = 8192 * 8192
     # Most jobs one POST /v1/batches may create.
     max_batch_jobs: int = 10_000
     # Largest request body other than an upload (JSON): a full 10,000-job batch is ~5 MB.

@@ -55,7 +55,11 @@ def live_api(settings: Settings) -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a loaded machine: finish it, never hang or fail
+            proc.kill()
+            proc.wait()
 
 
 def test_the_openapi_document_is_valid_openapi_3_0(client: FlaskClient) -> None:
@@ -118,6 +122,7 @@ def test_schemathesis_runs_with_its_default_expectations() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3000)  # a hang guard: ~1 min here, 10x that on a loaded machine
 def test_schemathesis_finds_nothing(live_api: str, tmp_path: Path) -> None:
     """Every check on, every phase (coverage, fuzzing, stateful), schemathesis' default
     expectations, a fixed seed so that a failure repeats; STYLEFARM_FUZZ_SEED and
@@ -129,7 +134,7 @@ def test_schemathesis_finds_nothing(live_api: str, tmp_path: Path) -> None:
         [sys.executable, "-m", "schemathesis.cli", "run",
          f"{live_api}/v1/openapi.json", "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
          "--seed", SEED, "--workers", "2", "--request-timeout", "30", "--no-color"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2700)
     summary = run.stdout[-6000:]
     assert run.returncode == 0, f"{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
     generated = [line for line in summary.splitlines() if "generated" in line]
