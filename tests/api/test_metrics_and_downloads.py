@@ -180,8 +180,26 @@ def test_request_latency_is_summed_over_gunicorn_worker_processes(
         for _ in range(10):  # whichever process answers the scrape: the same total
             count, seconds = healthz_seen()
             assert count == before + sent and seconds > 0
+        fetch_sheet_through_the_cli(api.url, tmp_path)
     finally:
         api.stop()
+
+
+def fetch_sheet_through_the_cli(url: str, tmp_path: Path) -> None:
+    """`stylefarm fetch BATCH --sheet FILE` saves the sheet the API serves."""
+    from cli.main import main
+    from tests.api.conftest import image_bytes
+
+    ids = [requests.post(f"{url}/v1/images", timeout=60,
+                         files={"file": ("x.png", image_bytes(seed=n))}).json()["id"]
+           for n in (1, 2)]
+    batch = requests.post(f"{url}/v1/batches", timeout=60, json={
+        "name": "sheet", "contents": ids, "styles": ids[:1], "params": {"size": 48}}).json()
+    target = tmp_path / "sheet.png"
+    assert main(["fetch", batch["id"], "--sheet", str(target), "--no-wait", "--api", url]) == 0
+    assert target.read_bytes() == requests.get(f"{url}/v1/batches/{batch['id']}/sheet",
+                                               timeout=60).content
+    assert PILImage.open(target).size == (2 * 160, 160 + sheets.LABEL_PX)
 
 
 def test_sheet_has_one_cell_per_job_and_is_cached_until_the_batch_changes(
