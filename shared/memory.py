@@ -27,8 +27,8 @@ from shared.spec import (
 HALO = 80
 # Bytes per input pixel of a forward and backward pass up to relu5_1 (activations kept for
 # the backward and the backward's own transients), and of a forward pass without grad.
-GRAD_BYTES_PER_PIXEL = {4: 1250, 2: 700}
-FORWARD_BYTES_PER_PIXEL = {4: 600, 2: 330}
+GRAD_BYTES_PER_PIXEL = {4: 1800, 2: 1000}
+FORWARD_BYTES_PER_PIXEL = {4: 800, 2: 440}
 # The process before any image: torch, the VGG-19 weights up to relu5_1, allocator slack.
 # Resident memory on the CPU; on a GPU, the weights only.
 BASE_BYTES = {"cpu": 900 * 2**20, "cuda": 120 * 2**20}
