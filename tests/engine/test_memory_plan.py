@@ -52,8 +52,8 @@ def test_untiled_when_it_fits_else_the_largest_tile_that_fits() -> None:
     tile = memory.choose_tile(params, scale, 3840, budget)
     assert tile is not None and tile % 16 == 0
     assert memory.scale_peak(params, scale, 3840, tile).total <= budget
-    bigger = tile + 256
-    assert memory.scale_peak(params, scale, 3840, bigger).total > budget or bigger > 3840
+    for bigger in range(tile + 16, 3840 + 1, 16):
+        assert memory.scale_peak(params, scale, 3840, bigger).total > budget
     assert memory.choose_tile(RenderParams(size=3840, tile_size=256), scale, 3840, budget) == 256
 
 
