@@ -22,20 +22,22 @@ GIB = 2**30
 
 
 def test_plan_halo_is_the_networks() -> None:
-    assert memory.HALO == tiled.halo(load_vgg("max", "cpu", "relu5_1"), "relu5_1")
+    assert tiled.halo(load_vgg("max", "cpu", "relu5_1"), "relu5_1") == memory.HALO
 
 
+@pytest.mark.timeout(1800)  # a hang guard: a fresh process loads torch and the model
 @pytest.mark.parametrize(("width", "height", "tile"), [(128, 72, None), (256, 144, None),
                                                        (384, 216, 128)])
 def test_plan_predicts_measured_peak(width: int, height: int, tile: int | None) -> None:
     """Peak resident memory of a fresh process that sets up a top scale and runs two L-BFGS
-    iterations (bench/memory.py's measurement), within 25 % of the plan's prediction."""
+    iterations (bench/memory.py's measurement, history 1), within 25 % of the plan's
+    prediction."""
     out = subprocess.run([sys.executable, str(BENCH), "--child", str(width), str(height),
                           str(tile or 0)], check=True, capture_output=True, text=True,
                          timeout=1800)
     measured = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
     params = RenderParams(width=width, height=height, min_size=max(width, height),
-                          iterations=(2,), tile_size=tile)
+                          iterations=(2,), tile_size=tile, lbfgs_history=1)  # as the child's
     scale = plan_scales(params, width, height)[-1]
     predicted = memory.scale_peak(params, scale, max(width, height), tile).total
     assert abs(predicted - measured) <= 0.25 * measured, (predicted, measured)
@@ -50,8 +52,8 @@ def test_untiled_when_it_fits_else_the_largest_tile_that_fits() -> None:
     tile = memory.choose_tile(params, scale, 3840, budget)
     assert tile is not None and tile % 16 == 0
     assert memory.scale_peak(params, scale, 3840, tile).total <= budget
-    bigger = tile + 256
-    assert memory.scale_peak(params, scale, 3840, bigger).total > budget or bigger > 3840
+    for bigger in range(tile + 16, 3840 + 1, 16):
+        assert memory.scale_peak(params, scale, 3840, bigger).total > budget
     assert memory.choose_tile(RenderParams(size=3840, tile_size=256), scale, 3840, budget) == 256
 
 

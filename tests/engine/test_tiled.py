@@ -83,20 +83,61 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_tiled_render_equals_untiled(optimizer: str) -> None:
-    """Two scales, a few iterations: 8-bit outputs at most one level apart anywhere; and a
-    tiled render resumed from its own checkpoint gives the same picture too."""
-    base = {"width": 168, "height": 120, "min_size": 120, "scale_step": 1.4,
-            "iterations": [4], "optimizer": optimizer, "tv_weight": 1.0}
-    content, styles = scene(168, 120), [stripes(96, 96)]
-    untiled = render(RenderSpec(content, styles, RenderParams.from_dict(base)), device="cpu")
+# Two scales (96x68, then 136x96), both split into 64 px tiles unevenly; few iterations,
+# since a tiled render of an image this small costs several whole-image ones (every halo
+# covers most of the image). The timeouts are hang guards for a loaded machine.
+RENDER = {"width": 136, "height": 96, "min_size": 90, "scale_step": 1.42, "iterations": [2],
+          "tv_weight": 1.0}
+
+
+@pytest.fixture(scope="module", params=["lbfgs", "adam"])
+def untiled(request: pytest.FixtureRequest) -> tuple[str, Image.Image]:
+    """The untiled render both tests below compare with, made once per optimizer."""
+    params = RenderParams.from_dict({**RENDER, "optimizer": request.param})
+    return request.param, render(RenderSpec(scene(136, 96), [stripes(96, 96)], params),
+                                 device="cpu")
+
+
+def _tiled(optimizer: str, **kwargs: object) -> Image.Image:
+    params = RenderParams.from_dict({**RENDER, "optimizer": optimizer, "tile_size": 64})
+    assert len(plan_scales(params, 136, 96)) == 2
+    return render(RenderSpec(scene(136, 96), [stripes(96, 96)], params), device="cpu",
+                  **kwargs)
+
+
+@pytest.mark.timeout(1800)
+def test_tiled_render_equals_untiled(untiled: tuple[str, Image.Image]) -> None:
+    """8-bit outputs at most one level apart anywhere, for L-BFGS and Adam."""
+    optimizer, expected = untiled
+    assert np.abs(_pixels(_tiled(optimizer)) - _pixels(expected)).max() <= 1
+
+
+@pytest.mark.timeout(1800)
+def test_tiled_render_resumed_from_its_checkpoint_equals_untiled(
+        untiled: tuple[str, Image.Image]) -> None:
+    optimizer, expected = untiled
     checkpoints: list[Checkpoint] = []
-    tiled_params = RenderParams.from_dict({**base, "tile_size": 64})
-    by_tiles = render(RenderSpec(content, styles, tiled_params), device="cpu",
-                      on_checkpoint=checkpoints.append)
-    assert len(plan_scales(tiled_params, *content.size)) == 2
-    resumed = render(RenderSpec(content, styles, tiled_params), device="cpu",
-                     resume=checkpoints[0])
-    for other in (by_tiles, resumed):
-        assert np.abs(_pixels(other) - _pixels(untiled)).max() <= 1
+    _tiled(optimizer, on_checkpoint=checkpoints.append)
+    resumed = _tiled(optimizer, resume=checkpoints[0])
+    assert np.abs(_pixels(resumed) - _pixels(expected)).max() <= 1
+
+
+@pytest.mark.parametrize(("words", "expected"), [(["--tile-size", "auto"], None),
+                                                 (["--tile-size", "256"], 256)])
+def test_cli_tile_size(words: list[str], expected: int | None) -> None:
+    import argparse
+
+    from cli.render import add_param_options, params_from_args
+
+    parser = argparse.ArgumentParser()
+    add_param_options(parser)
+    assert params_from_args(parser.parse_args(words)).tile_size == expected
+
+
+@pytest.mark.parametrize("bad", [65, 48, 8208, "256"])
+def test_tile_size_is_bounded_and_aligned(bad: object) -> None:
+    from marshmallow import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        RenderParams.from_dict({"tile_size": bad})
+    assert "tile_size" in error.value.messages
