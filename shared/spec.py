@@ -174,7 +174,8 @@ class RenderParams:
     pooling: str = _param("max", _choice(POOLINGS), "VGG-19 pooling: max or avg")
     tile_size: int | None = _param(
         None, mf.Integer(allow_none=True, validate=[validate.Range(MIN_TILE, MAX_TILE),
-                                                    _multiple_of(TILE_ALIGN)]),
+                                                    _multiple_of(TILE_ALIGN)],
+                         metadata={"multipleOf": TILE_ALIGN}),  # stated in the OpenAPI document
         f"largest tile, in pixels, of the tiled optimisation ({MIN_TILE}..{MAX_TILE}, a "
         f"multiple of {TILE_ALIGN}; the same picture in less memory, a little slower); null "
         "(CLI: auto) lets the worker's memory plan choose: untiled when the scale fits")
