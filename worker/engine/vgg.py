@@ -56,7 +56,7 @@ class VGG19(nn.Module):
         for name in self.names:
             if name.startswith("relu"):
                 block, i = name[4:].split("_")
-                width = min(64 * 2 ** (int(block) - 1), 512)
+                width, _ = layer_shape(name)
                 # The first convolution sees pixels: zero padding there reads the border as a frame
                 # of mean grey, and the optimiser answers with a light strip along every edge.
                 # Replicating the edge pixel makes the border look like more of the picture.
