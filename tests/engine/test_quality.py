@@ -52,6 +52,20 @@ def test_coarse_scales_weigh_layers_with_few_positions_per_channel_down() -> Non
     assert scale_layer_weights(off, base, plan[0], len(plan)) == base
 
 
+def test_last_scale_holds_back_only_a_layer_with_under_one_position_per_channel() -> None:
+    """A 256 px output's last scale (256x192) gives relu5_1 192 positions for 512 channels:
+    it weighs 192/512 of its share there; relu4_1 (768 positions) keeps all of it, and a
+    512 px output's last scale keeps every weight (checked above)."""
+    params = RenderParams(size=256)
+    plan = plan_scales(params, 640, 480)
+    base = style_layer_weights(params)
+    last = scale_layer_weights(params, base, plan[-1], len(plan))
+    assert (plan[-1].width, plan[-1].height) == (256, 192)
+    assert last["relu5_1"] == pytest.approx(base["relu5_1"] * 192 / 512)
+    assert {k: v for k, v in last.items() if k != "relu5_1"} == \
+        {k: v for k, v in base.items() if k != "relu5_1"}
+
+
 # ------------------------------------------------------------------ style scale rule
 
 

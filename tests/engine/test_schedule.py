@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from shared.spec import RenderParams, default_iterations, output_size, plan_scales
+from shared.spec import (
+    RenderParams,
+    default_iterations,
+    output_size,
+    plan_scales,
+    with_size_defaults,
+)
 
 
 def test_scales_grow_by_sqrt2_from_min_size_to_target() -> None:
@@ -24,6 +30,35 @@ def test_no_scale_below_min_size_and_one_scale_when_target_is_small() -> None:
     assert [s.width for s in plan] == [212, 300]
     single = plan_scales(RenderParams(size=100, min_size=256), 400, 400)
     assert [(s.width, s.height) for s in single] == [(100, 100)]
+
+
+def test_default_first_scale_is_half_the_output_within_128_to_256() -> None:
+    """The coarse pass that settles the composition: every output from 256 px up gets one,
+    none starts below 128 px (too few relu5_1 positions) or above 256 px; a min_size given
+    by the job is kept."""
+    def first_side(size: int, **kw: int) -> int:
+        return plan_scales(RenderParams(size=size, **kw), 1024, 768)[0].width
+
+    assert [first_side(size) for size in (128, 256, 384, 512, 1024, 3840)] == \
+        [128, 128, 192, 256, 256, 339]
+    assert len(plan_scales(RenderParams(size=256), 1024, 768)) == 3
+    assert len(plan_scales(RenderParams(size=200), 1024, 768)) == 2
+    assert first_side(256, min_size=256) == 256
+
+
+def test_small_outputs_get_more_style_and_last_scale_iterations_unless_set() -> None:
+    """Under 512 px the defaults push harder (style weight 100 -> 200, last scale's
+    iterations 30 -> 80, linearly down to 256 px); from 512 px up, and wherever the job sets
+    a value, nothing changes."""
+    def resolved(**kw: object) -> tuple[float | None, list[int]]:
+        params = with_size_defaults(RenderParams(**kw), 1024, 768)
+        return params.style_weight, [s.iterations for s in plan_scales(params, 1024, 768)]
+
+    assert resolved(size=512) == (100.0, [120, 60, 30])
+    assert resolved(size=1024)[0] == 100.0
+    assert resolved(size=256) == (200.0, [120, 60, 80])
+    assert resolved(size=384) == (150.0, [120, 60, 55])
+    assert resolved(size=256, style_weight=100.0, iterations=(9, 5, 1)) == (100.0, [9, 5, 1])
 
 
 def test_default_iterations_favour_coarse_scales() -> None:

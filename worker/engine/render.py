@@ -27,6 +27,7 @@ from shared.spec import (
     output_size,
     plan_scales,
     style_long_sides,
+    with_size_defaults,
 )
 from worker.engine import color, losses, tiled
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
@@ -35,6 +36,10 @@ from worker.engine.device import memory_budget as memory_budget_of
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
 from worker.engine.vgg import LAYERS, VGG19, layer_shape, load_vgg
+
+# At the last scale a layer needs only one position per channel to keep its full weight:
+# every output from about 420 px up keeps all of them there (bench/gallery.py).
+LAST_SCALE_PER_CHANNEL = 1.0
 
 
 @dataclass
@@ -117,7 +122,7 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     and raises memory.DoesNotFit, naming the fix, for a job no tiling fits.
     """
     started = time.monotonic() - (resume.elapsed if resume is not None else 0.0)
-    params = spec.params
+    params = with_size_defaults(spec.params, *spec.content.size)
     dev = _device(device)
     prepare(dev)
     blend = style_blend(params.style_weights, len(spec.styles))
@@ -225,17 +230,22 @@ def style_layer_weights(params: RenderParams) -> dict[str, float]:
 
 def scale_layer_weights(params: RenderParams, layer_weights: dict[str, float], scale: Scale,
                         n_scales: int) -> dict[str, float]:
-    """The layer weights at one scale: below the last, a layer with fewer than
-    `params.min_positions_per_channel` positions per channel weighs that much less.
+    """The layer weights at one scale: a layer with fewer than `params.min_positions_per_channel`
+    positions per channel below the last scale, or fewer than LAST_SCALE_PER_CHANNEL at the
+    last, weighs that much less.
 
     At a coarse scale relu5_1 has few positions for its 512 channels (192 at 256 px), and
     matching its statistics there means reproducing the painting's own features: the
     coarse scales set the composition, and a face or a star ring drawn there stays to the
-    end. The last scale keeps the full weights, which put the painting's strokes back.
+    end. The last scale keeps the full weights where it can, because they put the painting's
+    strokes back; only an output too small to give relu5_1 one position per channel (under
+    about 420 px) is held back there too.
     """
     per_channel = params.min_positions_per_channel
-    if scale.index == n_scales - 1 or per_channel <= 0:
+    if per_channel <= 0:
         return layer_weights
+    if scale.index == n_scales - 1:
+        per_channel = min(per_channel, LAST_SCALE_PER_CHANNEL)
     weights = {}
     for name, weight in layer_weights.items():
         channels, stride = layer_shape(name)
