@@ -147,19 +147,41 @@ class WorkerMemory:
     dtype_bytes: int = 4
     device: str = "cpu"
 
+    def to_dict(self) -> dict[str, int | str]:
+        return {"budget": self.budget, "dtype_bytes": self.dtype_bytes, "device": self.device}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorkerMemory:
+        return cls(int(data["budget"]), int(data["dtype_bytes"]), str(data["device"]))
+
     def to_json(self) -> str:
-        return json.dumps({"budget": self.budget, "dtype_bytes": self.dtype_bytes,
-                           "device": self.device})
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkerMemory:
-        data = json.loads(text)
-        return cls(int(data["budget"]), int(data["dtype_bytes"]), str(data["device"]))
+        return cls.from_dict(json.loads(text))
 
 
-def workers_key(queue_prefix: str) -> str:
-    """The Redis hash of worker name -> WorkerMemory JSON, one per farm (queue prefix)."""
-    return f"{queue_prefix}worker_memory"
+# A worker publishes its WorkerMemory as this field of its heartbeat record (shared/
+# workers.py, written by worker/beacon.py every third of the lease): the entry lives exactly
+# as long as the worker does, and a dead worker's memory stops counting a lease after its
+# last beat, with its record. (A Redis hash of worker -> memory, as before, kept a dead
+# worker's entry for ever, and the API went on trusting a worker that no longer existed.)
+RECORD_FIELD = "memory"
+
+
+def live_worker_memory(records: list[dict]) -> list[WorkerMemory]:
+    """The memory of each live worker (shared.workers.live's records) that published one."""
+    found = []
+    for record in records:
+        data = record.get(RECORD_FIELD)
+        if not data:
+            continue  # still loading its model, or a webhook-only worker
+        try:
+            found.append(WorkerMemory.from_dict(data))
+        except (KeyError, TypeError, ValueError):
+            continue  # a record of another version: not trusted
+    return found
 
 
 def farm_problem(params: RenderParams, content_width: int, content_height: int,
