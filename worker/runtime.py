@@ -122,18 +122,19 @@ class Runtime:
 
     def publish_memory(self) -> None:
         """Tell the API what a render here may use (shared/memory.py), so it refuses at
-        submit a job no worker could run. Best effort: without it the API falls back on
+        submit a job no worker could run. The figure rides in this worker's heartbeat
+        record (worker/beacon.py), so it expires with the worker; published at once here,
+        then with every beat. Best effort: without it the API falls back on
         settings.farm_memory_mb, and this worker still checks every job itself."""
-        from shared.memory import WorkerMemory, workers_key
-        from worker.engine.device import conv_dtype, memory_budget
+        from shared.memory import RECORD_FIELD, WorkerMemory
+        from worker.engine.device import conv_dtype, host_budget, memory_budget
 
         record = WorkerMemory(memory_budget(self.device),
-                              2 if conv_dtype(self.device) is not None else 4, self.device.type)
+                              2 if conv_dtype(self.device) is not None else 4, self.device.type,
+                              host_budget(self.device))
+        self.beacon.state[RECORD_FIELD] = record.to_dict()
         try:
-            import redis
-
-            client = redis.Redis.from_url(self.settings.effective_redis_url, socket_timeout=5)
-            client.hset(workers_key(self.settings.queue_prefix), self.name, record.to_json())
+            self.beacon.publish()
         except Exception:
             log.warning("could not publish this worker's memory", exc_info=True)
 

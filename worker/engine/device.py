@@ -99,6 +99,15 @@ def memory_budget(device: torch.device) -> int:
     return int(available_ram() * MARGIN)
 
 
+def host_budget(device: torch.device) -> int | None:
+    """Host memory a render on this GPU may fill with its L-BFGS history (the memory plan
+    puts it there when the device is short): the available RAM times memory.MARGIN. None on
+    the CPU, where the host is the device."""
+    from shared.memory import MARGIN
+
+    return int(available_ram() * MARGIN) if device.type == "cuda" else None
+
+
 def available_ram() -> int:
     """MemAvailable from /proc/meminfo (Linux); elsewhere, a conservative 8 GiB."""
     try:

@@ -11,6 +11,7 @@ image to show or save (Adam's is the moving average of its iterates).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,9 @@ class LBFGSState:
     gamma: torch.Tensor | None = None  # scale of the initial inverse Hessian, sᵀy / yᵀy
     prev_x: torch.Tensor | None = None
     prev_grad: torch.Tensor | None = None
+    # With the history on another device: two (s, y) pairs of buffers on the image's, into
+    # which slots are copied in turn (the next pair's copy overlaps the current pair's use).
+    staging: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
     def pairs(self) -> list[int]:
         """Slots from the oldest pair to the newest."""
@@ -68,13 +72,23 @@ class LBFGS:
     Its history cannot follow the image to the next scale: the pairs are differences of
     iterates and gradients of a different objective on a different pixel grid, and an
     interpolated pair is not a curvature pair of the new problem. Each scale starts afresh.
+
+    `history_device`: where the (s, y) slots live, when not with the image: the host, for
+    an image on a GPU too short of memory for 2 × (history + 1) image-sized slots (the
+    memory plan decides, shared/memory.py). Host slots are pinned; a new pair is copied out
+    once, and each iteration streams every kept pair in twice (the two loops), through two
+    pairs of device buffers, the copies non-blocking on a side stream so that the next
+    pair's copy overlaps the current pair's arithmetic. The steps are the same, bit for bit.
     """
 
     def __init__(self, history_size: int = 20, lr: float = 1.0,
-                 state: LBFGSState | None = None) -> None:
+                 state: LBFGSState | None = None,
+                 history_device: torch.device | None = None) -> None:
         self.history_size = history_size
         self.lr = lr
         self.state = state or LBFGSState()
+        self.history_device = history_device
+        self._copy_stream: torch.cuda.Stream | None = None
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
         st = self.state
@@ -106,13 +120,18 @@ class LBFGS:
         if not st.s:
             # One slot more than the history: the next pair is written where no kept pair is.
             slots = self.history_size + 1
-            st.s = [torch.empty_like(x) for _ in range(slots)]
-            st.y = [torch.empty_like(x) for _ in range(slots)]
+            st.s = [self._slot(x) for _ in range(slots)]
+            st.y = [self._slot(x) for _ in range(slots)]
             st.rho = [torch.zeros((), device=x.device) for _ in range(slots)]
         slot = (st.newest + 1) % len(st.s)
-        s = torch.sub(x, st.prev_x, out=st.s[slot])
-        y = torch.sub(grad, st.prev_grad, out=st.y[slot])
+        away = self.history_device is not None
+        s_out, y_out = self._staging(x)[0] if away else (st.s[slot], st.y[slot])
+        s = torch.sub(x, st.prev_x, out=s_out)
+        y = torch.sub(grad, st.prev_grad, out=y_out)
         ys, yy, ss = (y * s).sum(), y.square().sum(), s.square().sum()
+        if away:  # out to the host while the curvature test waits
+            st.s[slot].copy_(s, non_blocking=True)
+            st.y[slot].copy_(y, non_blocking=True)
         if not bool(ys > CURVATURE * (ss * yy).sqrt()):
             return  # the slot holds no kept pair: the next one overwrites it
         st.rho[slot] = 1 / ys
@@ -125,16 +144,75 @@ class LBFGS:
         q = grad.neg()
         slots = st.pairs()
         alphas = []
-        for i in reversed(slots):
-            alpha = st.rho[i] * (st.s[i] * q).sum()
-            q.sub_(st.y[i] * alpha)
+        for i, (s, y) in zip(reversed(slots), self._pairs(list(reversed(slots)), q),
+                             strict=True):
+            alpha = st.rho[i] * (s * q).sum()
+            q.sub_(y * alpha)
             alphas.append(alpha)
         if st.gamma is not None:
             q.mul_(st.gamma)
-        for i, alpha in zip(slots, reversed(alphas), strict=True):
-            beta = st.rho[i] * (st.y[i] * q).sum()
-            q.add_(st.s[i] * (alpha - beta))
+        for i, alpha, (s, y) in zip(slots, reversed(alphas), self._pairs(slots, q),
+                                    strict=True):
+            beta = st.rho[i] * (y * q).sum()
+            q.add_(s * (alpha - beta))
         return q
+
+    # ------------------------------------------------- history on another device than x
+
+    def _slot(self, x: torch.Tensor) -> torch.Tensor:
+        if self.history_device is None:
+            return torch.empty_like(x)
+        pin = x.device.type == "cuda" and self.history_device.type == "cpu"
+        return torch.empty_strided(x.size(), x.stride(), dtype=x.dtype,
+                                   device=self.history_device, pin_memory=pin)
+
+    def _staging(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        st = self.state
+        if not st.staging:
+            st.staging = [(torch.empty_like(x), torch.empty_like(x)) for _ in range(2)]
+        return st.staging
+
+    def _pairs(self, slots: list[int], like: torch.Tensor
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The (s, y) pairs of `slots` in turn, on `like`'s device. The caller must have
+        queued all its work on a pair before it asks for the next-but-one."""
+        st = self.state
+        if self.history_device is None:
+            yield from ((st.s[i], st.y[i]) for i in slots)
+            return
+        staging = self._staging(like)
+        cuda = like.device.type == "cuda"
+        if cuda and self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(like.device)
+        done: list[torch.cuda.Event | None] = [None, None]
+
+        def fetch(k: int) -> None:
+            s_dev, y_dev = staging[k % 2]
+            i = slots[k]
+            if not cuda:
+                s_dev.copy_(st.s[i])
+                y_dev.copy_(st.y[i])
+                return
+            stream = self._copy_stream
+            assert stream is not None
+            # The buffers' last use (pair k - 2) is queued on the compute stream already.
+            stream.wait_stream(torch.cuda.current_stream(like.device))
+            with torch.cuda.stream(stream):
+                s_dev.copy_(st.s[i], non_blocking=True)
+                y_dev.copy_(st.y[i], non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(stream)
+            done[k % 2] = event
+
+        if slots:
+            fetch(0)
+        for k in range(len(slots)):
+            if k + 1 < len(slots):
+                fetch(k + 1)  # overlaps the caller's work on pair k
+            event = done[k % 2]
+            if event is not None:
+                torch.cuda.current_stream(like.device).wait_event(event)
+            yield staging[k % 2]
 
 
 @dataclass

@@ -31,7 +31,7 @@ from shared.spec import (
 )
 from worker.engine import color, losses, tiled
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
-from worker.engine.device import conv_dtype, memory_format, pick_device, prepare
+from worker.engine.device import conv_dtype, host_budget, memory_format, pick_device, prepare
 from worker.engine.device import memory_budget as memory_budget_of
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
@@ -132,9 +132,11 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     final_side = max(plan[-1].width, plan[-1].height)
     layer_weights = style_layer_weights(params)
     layers = frozenset(layer_weights) | {CONTENT_LAYER}
-    tiles = memory.job_plan(params, *spec.content.size,
-                            memory_budget if memory_budget is not None else memory_budget_of(dev),
-                            2 if conv_dtype(dev) is not None else 4, dev.type)
+    layout = memory.job_layout(params, *spec.content.size,
+                               memory_budget if memory_budget is not None
+                               else memory_budget_of(dev),
+                               2 if conv_dtype(dev) is not None else 4, dev.type,
+                               host_budget(dev))
     model = load_vgg(params.pooling, str(dev), max(layers, key=LAYERS.index))
     generator = torch.Generator().manual_seed(
         params.seed if params.seed is not None else random.getrandbits(63))
@@ -149,14 +151,14 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         x, adam_state = resume.x, resume.adam
         work_done = sum(s.width * s.height * s.iterations for s in plan[:resume.scale + 1])
     for scale in plan[0 if resume is None else resume.scale + 1:]:
-        tile = tiles[scale.index]
+        tile = layout[scale.index].tile
         style_targets = _style_targets(model, params, scale, final_side, styles,
                                        spec.style_ids, layer_weights, dev, target_cache, tile)
         objective = _objective(model, params, scale, content, style_targets, blend,
                                scale_layer_weights(params, layer_weights, scale, len(plan)),
                                dev, tile)
         x = _start(x, scale, params, content, init_image, generator, dev)
-        optimizer = _optimizer(params, scale, adam_state, dev)
+        optimizer = _optimizer(params, scale, adam_state, dev, layout[scale.index].history)
         for it in range(scale.iterations):
             loss, grad = objective(x)
             optimizer.step(x, grad)
@@ -396,9 +398,11 @@ def _start(previous: torch.Tensor | None, scale: Scale, params: RenderParams,
 
 
 def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None,
-               device: torch.device) -> LBFGS | Adam:
+               device: torch.device, history: str = "device") -> LBFGS | Adam:
     if params.optimizer == "lbfgs":
-        return LBFGS(history_size=params.lbfgs_history)
+        # The memory plan's "host": the history in (pinned) host memory, streamed in.
+        return LBFGS(history_size=params.lbfgs_history,
+                     history_device=torch.device("cpu") if history == "host" else None)
     size = (scale.height, scale.width)
     state = (None if adam_state is None
              else resize_adam_state(adam_state, size, memory_format(device)))
