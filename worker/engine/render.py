@@ -352,8 +352,11 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
     it fits).
     """
     style_distance = losses.gram_loss if params.style_loss == "gram" else losses.wasserstein_loss
+    # render() has filled the size-dependent defaults in already; a caller that builds the
+    # objective alone (tests, bench/memory.py) gets the same weight this way.
+    style_weight = with_size_defaults(params, *content.size).style_weight
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
-                                  params.style_weight)
+                                  style_weight)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, params.content_weight,
