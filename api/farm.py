@@ -30,5 +30,6 @@ def farm_workers(settings: Settings) -> list[WorkerMemory]:
     except Exception:  # no Redis: the queueing step reports that; memory is not checked
         log.warning("could not read the workers' memory", exc_info=True)
     if not workers and settings.farm_memory_mb:
-        workers = [WorkerMemory(settings.farm_memory_mb * 2**20, 4, "cuda")]
+        # No host memory assumed for an L-BFGS history: the stand-in knows only the GPU.
+        workers = [WorkerMemory(settings.farm_memory_mb * 2**20, 4, "cuda", host_budget=0)]
     return workers

@@ -15,6 +15,21 @@ moments are real: VGG-19 features of Tübingen (content) and Starry Night (style
 
 eigvalsh on a GPU waits for the host every call (the solver's result is checked there);
 Newton–Schulz is matrix products only, so it never does.
+
+Last measured on the 2-core development machine (CPU, float64, at nice 19 beside another
+engineer's benchmark on both cores, so the seconds are loose), 128 px, 2026-11-27:
+
+|   C | layer   | eigvalsh s/call | Newton–Schulz s/call | loss rel. diff | grad max diff / max |
+|----:|---------|----------------:|---------------------:|---------------:|--------------------:|
+|  64 | relu1_1 |          0.0007 |               0.0041 |        1.8e-03 |             1.5e-02 |
+| 128 | relu2_1 |          0.0038 |               0.0162 |        1.3e-04 |             1.9e-03 |
+| 256 | relu3_1 |          0.0576 |               0.6762 |        1.4e-04 |             1.8e-03 |
+| 512 | relu4_1 |          0.0439 |               0.9592 |        9.6e-05 |             1.9e-03 |
+
+Per layer the shift (1e-8 of ‖M‖_F) shows most at relu1_1, whose smallest eigenvalues are
+real and far below it (5e-11 of ‖M‖_F): Newton–Schulz gives them less gradient. Summed
+over the five layers and back-propagated to the pixels, the two stay within 1e-3
+(tests/engine/test_w2_sqrt.py). No GPU has run this yet.
 """
 
 from __future__ import annotations

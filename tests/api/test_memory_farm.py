@@ -75,7 +75,7 @@ def test_old_hash_entries_and_workers_without_memory_are_not_trusted(
         _publish(settings, "loading", None, ttl=30)
         assert farm_workers(settings) == []
         assert farm_workers(settings.with_(farm_memory_mb=512)) == [
-            WorkerMemory(512 * 2**20, 4, "cuda")]
+            WorkerMemory(512 * 2**20, 4, "cuda", host_budget=0)]
     finally:
         conn.delete(f"{settings.queue_prefix}worker_memory")
         _clear(settings)
