@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from shared.spec import RenderParams
-from tests.engine.patterns import checkerboard, noise, scene, stripes
-from tests.engine.test_tiled import _objectives
+from tests.engine import test_tiled
+from tests.engine.patterns import checkerboard, noise, scene
 from worker.engine import losses
 from worker.engine.images import fit_long_side, resize, to_tensor
 from worker.engine.render import RenderSpec, render
@@ -129,18 +129,7 @@ def test_tiled_gradient_equals_untiled_with_newton_schulz(
         monkeypatch: pytest.MonkeyPatch, case: dict) -> None:
     """test_tiled's equality (1e-4 of the gradient's max), the square roots by Newton–Schulz."""
     monkeypatch.setattr(losses, "ROOT_TRACE", "newton_schulz")
-    case = dict(case)
-    styles = [stripes(96, 80)] + ([checkerboard(80, 96)] if case.pop("two", False) else [])
-    params = RenderParams.from_dict({"width": 200, "height": 136, "min_size": 200,
-                                     "iterations": [1], **case})
-    whole, by_tiles = _objectives(params, scene(200, 136), styles, 64)
-    x = to_tensor(noise(200, 136, seed=3))
-    loss, grad = whole(x.clone())
-    tiled_loss, tiled_grad = by_tiles(x.clone())
-    scale = float(grad.abs().max())
-    assert scale > 0
-    assert float((tiled_grad - grad).abs().max()) <= 1e-4 * scale
-    assert float(tiled_loss) == pytest.approx(float(loss), rel=1e-5)
+    test_tiled.test_tiled_gradient_equals_untiled(case)
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
