@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from shared import memory  # noqa: E402
-from shared.spec import RenderParams, plan_scales  # noqa: E402
+from shared.spec import RenderParams, plan_scales, with_size_defaults  # noqa: E402
 
 GIB = 2**30
 
@@ -35,8 +35,9 @@ def job(width: int, height: int, tile: int | None, history: int = 1) -> RenderPa
     """The measured job. L-BFGS history 1: its slots are allocated at once but become
     resident only when written, so two iterations of history 20 would leave 19 of them
     uncounted by the resident high-water mark; the full history is added by prediction."""
-    return RenderParams(width=width, height=height, min_size=max(width, height),
-                        iterations=(2,), tile_size=tile, lbfgs_history=history)
+    params = RenderParams(width=width, height=height, min_size=max(width, height),
+                          iterations=(2,), tile_size=tile, lbfgs_history=history)
+    return with_size_defaults(params, width, height)
 
 
 def predicted(width: int, height: int, tile: int | None, history: int = 1) -> int:

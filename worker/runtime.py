@@ -127,10 +127,10 @@ class Runtime:
         then with every beat. Best effort: without it the API falls back on
         settings.farm_memory_mb, and this worker still checks every job itself."""
         from shared.memory import RECORD_FIELD, WorkerMemory
-        from worker.engine.device import conv_dtype, host_budget, memory_budget
+        from worker.engine.device import activation_bytes, host_budget, memory_budget
 
         record = WorkerMemory(memory_budget(self.device),
-                              2 if conv_dtype(self.device) is not None else 4, self.device.type,
+                              activation_bytes(self.device), self.device.type,
                               host_budget(self.device))
         self.beacon.state[RECORD_FIELD] = record.to_dict()
         try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.spec import CONTENT_LAYER, RenderParams, plan_scales
+from shared.spec import CONTENT_LAYER, RenderParams, plan_scales, with_size_defaults
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import render as engine
 from worker.engine import tiled
@@ -23,6 +23,7 @@ DEVICE = torch.device("cpu")
 def _objectives(params: RenderParams, content: Image.Image, styles: list[Image.Image],
                 tile: int) -> tuple[engine.Callable, engine.Callable]:
     """The whole-image and the tiled objective of one job's top scale."""
+    params = with_size_defaults(params, *content.size)
     spec = RenderSpec(content, styles, params)
     content_c, styles_c, _ = engine._colour_inputs(spec)
     scale = plan_scales(params, *content.size)[-1]

@@ -99,6 +99,12 @@ def memory_budget(device: torch.device) -> int:
     return int(available_ram() * MARGIN)
 
 
+def activation_bytes(device: torch.device) -> int:
+    """Bytes per activation a render here keeps (the memory plan's width): 2 under bf16
+    autocast, else 4."""
+    return 2 if conv_dtype(device) is not None else 4
+
+
 def host_budget(device: torch.device) -> int | None:
     """Host memory a render on this GPU may fill with its L-BFGS history (the memory plan
     puts it there when the device is short): the available RAM times memory.MARGIN. None on

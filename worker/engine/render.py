@@ -31,7 +31,13 @@ from shared.spec import (
 )
 from worker.engine import color, losses, tiled
 from worker.engine.checkpoint import Checkpoint, CheckpointMismatch
-from worker.engine.device import conv_dtype, host_budget, memory_format, pick_device, prepare
+from worker.engine.device import (
+    activation_bytes,
+    host_budget,
+    memory_format,
+    pick_device,
+    prepare,
+)
 from worker.engine.device import memory_budget as memory_budget_of
 from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
@@ -135,7 +141,7 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     layout = memory.job_layout(params, *spec.content.size,
                                memory_budget if memory_budget is not None
                                else memory_budget_of(dev),
-                               2 if conv_dtype(dev) is not None else 4, dev.type,
+                               activation_bytes(dev), dev.type,
                                host_budget(dev))
     model = load_vgg(params.pooling, str(dev), max(layers, key=LAYERS.index))
     generator = torch.Generator().manual_seed(
@@ -352,11 +358,9 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
     it fits).
     """
     style_distance = losses.gram_loss if params.style_loss == "gram" else losses.wasserstein_loss
-    # render() has filled the size-dependent defaults in already; a caller that builds the
-    # objective alone (tests, bench/memory.py) gets the same weight this way.
-    style_weight = with_size_defaults(params, *content.size).style_weight
+    assert params.style_weight is not None, "params come through with_size_defaults"
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
-                                  style_weight)
+                                  params.style_weight)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, params.content_weight,
