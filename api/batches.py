@@ -131,14 +131,11 @@ class BatchCancel(MethodView):
         """Cancel every active job: queued ones never start, running ones stop soon."""
         session = db()
         batch = get_batch(batch_id)
-        active = session.scalars(select(Job.id).where(
-            Job.batch_id == batch.id, Job.status.in_(_ACTIVE))).all()
-        if not active:
+        if not session.scalar(select(Job.id).where(
+                Job.batch_id == batch.id, Job.status.in_(_ACTIVE)).limit(1)):
             raise ApiError(409, "every job of this batch has finished already: nothing to cancel")
-        changed = 0
-        for start in range(0, len(active), 5000):
-            changed += transitions.request_cancel(session, list(active[start:start + 5000]))
+        changed, canceled = transitions.cancel_batch(session, batch.id)
         view = {"changed": changed, "batch": batch_view(batch)}
         idempotency.commit(session, 200, CancelOutSchema().dump(view))
-        announce(list(active))
+        announce(canceled, batch.id)
         return view

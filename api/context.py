@@ -114,15 +114,17 @@ def enqueue(items: Sequence[tuple[str, int]]) -> None:
     enqueue_jobs(items, app=state().celery())
 
 
-def announce(job_ids: list[str]) -> None:
-    """Queue the webhooks that these jobs' committed finishes owe (a cancel of queued jobs
-    finishes them here, not on a worker). Workers announce the same finishes when they
-    reach the jobs' messages, once only: if the broker is away now, that is the fallback."""
+def announce(job_ids: list[str], batch_id: str | None = None) -> None:
+    """Queue the webhooks that these jobs' (and this batch's) committed finishes owe (a
+    cancel of queued jobs finishes them here, not on a worker). Workers announce the same
+    finishes when they reach the jobs' messages, once only: if the broker is away now,
+    that is the fallback."""
     from shared.queue import enqueue_webhooks
     from shared.webhooks import owed
 
     try:
-        enqueue_webhooks(owed(db(), job_ids, settings()), app=state().celery())
+        enqueue_webhooks(owed(db(), job_ids, settings(), [batch_id] if batch_id else []),
+                         app=state().celery())
     except Exception:
         log.exception("could not queue the webhooks of %d canceled jobs", len(job_ids))
 

@@ -187,11 +187,10 @@ def retry_job(job_id: str) -> Response:
 def cancel_batch(batch_id: str) -> Response:
     session = db()
     found = ui_data.owned_batch(session, owner(), batch_id) or abort(404)
-    active = list(session.scalars(_ids(found.id, _ACTIVE)))
-    for start in range(0, len(active), 5000):
-        transitions.request_cancel(session, active[start:start + 5000])
+    active = session.scalar(_ids(found.id, _ACTIVE).limit(1))
+    _, canceled = transitions.cancel_batch(session, found.id)
     session.commit()
-    announce(active)
+    announce(canceled, found.id)
     return _back(url_for("ui.batch", batch_id=batch_id),
                  None if active else "nothing to cancel: every job has finished")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,11 +67,14 @@ def finished_batch_payload(
     }
 
 
-def owed(session: Session, job_ids: list[str], settings: Settings) -> list[tuple[str, dict]]:
+def owed(session: Session, job_ids: list[str], settings: Settings,
+         batch_ids: Iterable[str] = ()) -> list[tuple[str, dict]]:
     """(url, payload) of each webhook these jobs' finishes owe and nobody announced yet:
-    the finished jobs' own, and their batches' where no job of the batch is active."""
+    the finished jobs' own, and their batches' (and `batch_ids`') where no job of the
+    batch is active. A batch cancel names its batch and only the jobs with a webhook of
+    their own, so it need not ship every id of a 10,000-job batch back to the database."""
     candidates: list[tuple[str, dict]] = []
-    batch_ids: set[str] = set()
+    batch_ids = set(batch_ids)
     finished = Job.status.not_in([status.value for status in ACTIVE])
     for start in range(0, len(job_ids), _CHUNK):
         chunk = job_ids[start:start + _CHUNK]

@@ -96,3 +96,19 @@ def test_large_pairs_batch_is_one_insert(app: Flask, client: FlaskClient, images
     assert reply.status_code == 202, reply.json
     assert reply.json["job_count"] == 800 and _jobs_in(app, reply.json["id"]) == 800
     assert queue() == 800
+
+
+def test_canceling_a_large_batch_touches_only_that_batch(
+        app: Flask, client: FlaskClient, images: list[str], queue: Callable[[], int]) -> None:
+    """The cancel is set-based (one UPDATE per status, scoped by the batch): every job of
+    the batch changes, the running one is asked to stop, and another batch is untouched."""
+    big = client.post("/v1/batches", json={"contents": images * 50, "styles": images}).json
+    other = client.post("/v1/batches", json={"contents": images[:1], "styles": images[:2]}).json
+    with app.app_context(), state().engine.connect() as conn:
+        running = conn.scalar(select(Job.id).where(Job.batch_id == big["id"]).limit(1))
+    set_job(app, running, status="running", started_at=utcnow())
+    reply = client.post(f"/v1/batches/{big['id']}/cancel")
+    assert reply.status_code == 200 and reply.json["changed"] == 800
+    counts = reply.json["batch"]["counts"]
+    assert (counts["canceled"], counts["cancel-requested"], counts["queued"]) == (799, 1, 0)
+    assert client.get(f"/v1/batches/{other['id']}").json["counts"]["queued"] == 2
