@@ -13,8 +13,10 @@ from PIL import Image
 from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, plan_scales, style_long_sides
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import quality
+from worker.engine import render as render_module
 from worker.engine.optimize import FIRST_STEP, LBFGS, MAX_STEP
 from worker.engine.render import RenderSpec, render, scale_layer_weights, style_layer_weights
+from worker.engine.vgg import load_vgg
 
 
 def _render(content: Image.Image, style: Image.Image, **params: object) -> Image.Image:
@@ -135,6 +137,23 @@ def test_no_light_or_dark_band_along_the_border() -> None:
     interior = out[8:-8, 8:-8].mean()
     for band in (out[:, :2], out[:, -2:], out[:2, :], out[-2:, :]):
         assert abs(band.mean() - interior) < 0.5, (band.mean(), interior)
+
+
+def test_the_style_images_own_border_never_reaches_its_statistics() -> None:
+    """Two styles alike inside but one with a bright band down its left edge (a canvas
+    edge in a scan) give the same targets; the band is inside render_module.STYLE_MARGIN."""
+    plain = noise(200, 160, seed=3)
+    banded = plain.copy()
+    banded.paste((255, 255, 255), (0, 0, 3, 160))
+    model = load_vgg("max", "cpu", "relu5_1")
+    layers = frozenset(STYLE_LAYERS)
+    assert render_module.STYLE_MARGIN * 200 >= 3
+    same = [render_module._style_moments(model, style, [96], layers, torch.device("cpu"))
+            for style in (plain, banded)]
+    for layer in layers:
+        assert torch.equal(same[0][layer].gram(), same[1][layer].gram()), layer
+    unguarded = render_module.trim_margin(banded, 0.0)
+    assert unguarded is banded and np.asarray(unguarded)[:, :3].min() == 255
 
 
 # ------------------------------------------------------------------------ L-BFGS

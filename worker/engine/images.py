@@ -89,6 +89,15 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
+def trim_margin(image: Image.Image, fraction: float) -> Image.Image:
+    """The image without `fraction` of its width and height along each border."""
+    width, height = image.size
+    dx, dy = round(width * fraction), round(height * fraction)
+    if not (dx or dy) or width - 2 * dx < 1 or height - 2 * dy < 1:
+        return image
+    return image.crop((dx, dy, width - dx, height - dy))
+
+
 def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
     ratio = long_side / max(width, height)
     return max(1, round(width * ratio)), max(1, round(height * ratio))

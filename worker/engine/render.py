@@ -39,13 +39,26 @@ from worker.engine.device import (
     prepare,
 )
 from worker.engine.device import memory_budget as memory_budget_of
-from worker.engine.images import BGR_MEAN, fit_long_side, resize, to_pil, to_tensor
+from worker.engine.images import (
+    BGR_MEAN,
+    fit_long_side,
+    resize,
+    to_pil,
+    to_tensor,
+    trim_margin,
+)
 from worker.engine.optimize import LBFGS, Adam, AdamState, resize_adam_state
 from worker.engine.vgg import LAYERS, VGG19, layer_shape, load_vgg
 
 # At the last scale a layer needs only one position per channel to keep its full weight:
 # every output from about 420 px up keeps all of them there (bench/gallery.py).
 LAST_SCALE_PER_CHANNEL = 1.0
+# Share of the style image's width and height left out along each border before its
+# statistics: scans of paintings carry a bright canvas edge or a frame's shadow there
+# (Matisse's Woman with a Hat: a 6 px light band on the left), and features that meet the
+# zero padding at the style's border are matched best at the output's own border, so the
+# band came back as a strip down the output's edge.
+STYLE_MARGIN = 0.02
 
 
 @dataclass
@@ -337,7 +350,8 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
     per_size: list[dict[str, losses.Moments]] = []
     with torch.no_grad():
         for side in sides:
-            style_x = to_tensor(resize(style, fit_long_side(*style.size, side)), device)
+            inner = trim_margin(style, STYLE_MARGIN)
+            style_x = to_tensor(resize(inner, fit_long_side(*inner.size, side)), device)
             if tile is not None:
                 per_size.append(tiled.moments(model, style_x, layers, tile))
             else:
