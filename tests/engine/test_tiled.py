@@ -80,6 +80,25 @@ def test_tiled_gradient_equals_untiled(case: dict) -> None:
     assert float(tiled_loss) == pytest.approx(float(loss), rel=1e-5)
 
 
+def test_one_tile_holding_the_whole_image_runs_one_pass() -> None:
+    """A tile at least the image's size takes the untiled path: one forward and backward
+    per evaluation, not a statistics pass plus a gradient pass (64 px tiles: both)."""
+    params = RenderParams.from_dict({"width": 136, "height": 96, "min_size": 136,
+                                     "iterations": [1]})
+    x = to_tensor(noise(136, 96, seed=3))
+    passes: list[int] = []
+    model = load_vgg(params.pooling, "cpu", "relu5_1")
+    hook = model.register_forward_pre_hook(lambda *_: passes.append(1))
+    try:
+        for tile, expected in ((144, 1), (64, None)):
+            _, by_tiles = _objectives(params, scene(136, 96), [stripes(96, 96)], tile)
+            passes.clear()
+            by_tiles(x.clone())
+            assert (len(passes) == expected) if expected else len(passes) > 2, (tile, passes)
+    finally:
+        hook.remove()
+
+
 def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 

@@ -352,8 +352,8 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
         for side in sides:
             inner = trim_margin(style, STYLE_MARGIN)
             style_x = to_tensor(resize(inner, fit_long_side(*inner.size, side)), device)
-            if tile is not None:
-                per_size.append(tiled.moments(model, style_x, layers, tile))
+            if (size_tile := tiled.needed(tile, *style_x.shape[-2:])) is not None:
+                per_size.append(tiled.moments(model, style_x, layers, size_tile))
             else:
                 per_size.append({k: losses.moments(f) for k, f in model(style_x, layers).items()})
     return {k: losses.Moments(1, sum(m[k].mean() for m in per_size) / len(sides),
@@ -376,6 +376,7 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
                                   params.style_weight)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
+    tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, params.content_weight,
                                params.tv_weight, tile)
