@@ -1,7 +1,7 @@
 """Peak memory and time per iteration, untiled against tiled, at the top scale.
 
     nice -n 10 .venv/bin/python bench/memory.py [--sizes 512 1024 2048 3840 7680]
-        [--tile 512] [--measure-limit-gib 12] [--skip-tiled-above 3840]
+        [--tile 512] [--measure-limit-gib 12] [--skip-tiled-above 3840] [--precision bf16]
 
 Each measurement runs in its own process, which inherits the bench's niceness (peak
 resident memory is a process's high-water mark): the top scale of a 16:9 job, set up as
@@ -9,13 +9,17 @@ a render sets it up (style targets, content target, optimiser), then two L-BFGS
 iterations (history 1, see `job`), timed on the second. The last column predicts the
 whole default job (history 20) tiled. Where a run would not fit
 `--measure-limit-gib` by the memory plan (shared/memory.py), the table shows the plan's
-prediction instead, marked "pred". Not a test: the numbers depend on the machine.
+prediction instead, marked "pred". `--precision bf16` runs the GPU's reduced-precision
+path (bf16 convolutions, channels_last; STYLEFARM_PRECISION) and predicts with the plan's
+2-byte constants, so the table checks those constants against measured peaks. Not a
+test: the numbers depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -40,10 +44,11 @@ def job(width: int, height: int, tile: int | None, history: int = 1) -> RenderPa
     return with_size_defaults(params, width, height)
 
 
-def predicted(width: int, height: int, tile: int | None, history: int = 1) -> int:
+def predicted(width: int, height: int, tile: int | None, history: int = 1,
+              dtype_bytes: int = 4) -> int:
     params = job(width, height, tile, history)
     scale = plan_scales(params, width, height)[-1]
-    return memory.scale_peak(params, scale, max(width, height), tile).total
+    return memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes).total
 
 
 def child(width: int, height: int, tile: int | None) -> None:
@@ -96,14 +101,18 @@ def main() -> None:
     parser.add_argument("--measure-limit-gib", type=float, default=12.0)
     parser.add_argument("--skip-tiled-above", type=int, default=3840,
                         help="predict, not measure, tiled runs above this long side (time)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--child", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ["STYLEFARM_PRECISION"] = args.precision  # the children inherit it
+    width_bytes = 2 if args.precision == "bf16" else 4
     if args.child:
         width, height, tile = args.child
         child(width, height, tile or None)
         return
     limit = args.measure_limit_gib * GIB
-    print(f"top scale, 2 L-BFGS iterations (history 1), fp32, CPU; tile {args.tile} px, "
+    print(f"top scale, 2 L-BFGS iterations (history 1), {args.precision}, CPU; "
+          f"tile {args.tile} px, "
           f"halo {memory.HALO} px")
     header = (f"{'size':>11} | {'untiled peak':>16} {'s/it':>7} | {'tiled peak':>16} "
               f"{'s/it':>7} | {'peak ratio':>10} {'time ratio':>10} | {'h20 tiled':>9}")
@@ -114,7 +123,7 @@ def main() -> None:
         width, height = side, round(side * 9 / 16)
         cells = {}
         for name, tile in (("untiled", None), ("tiled", args.tile)):
-            guess = predicted(width, height, tile)
+            guess = predicted(width, height, tile, dtype_bytes=width_bytes)
             too_slow = tile is not None and side > args.skip_tiled_above
             if guess > limit or too_slow:
                 cells[name] = {"peak": guess, "seconds": float("nan"), "pred": True}
@@ -133,7 +142,8 @@ def main() -> None:
         print(f"{width:>5}x{height:<5} | {peak(u):>16} {u['seconds']:>7.2f} | {peak(t):>16} "
               f"{t['seconds']:>7.2f} | {t['peak'] / u['peak']:>10.2f} "
               f"{t['seconds'] / u['seconds']:>10.2f} | "
-              f"{predicted(width, height, args.tile, 20) / GIB:>5.2f} GiB", flush=True)
+              f"{predicted(width, height, args.tile, 20, width_bytes) / GIB:>5.2f} GiB",
+              flush=True)
     print("(peak: measured resident high-water mark, the plan's prediction in brackets; "
           "'pred': predicted only)")
     sides = sorted(rows)
