@@ -59,6 +59,9 @@ def test_small_outputs_get_more_style_and_last_scale_iterations_unless_set() -> 
     assert resolved(size=256) == (200.0, [120, 60, 80])
     assert resolved(size=384) == (150.0, [120, 60, 55])
     assert resolved(size=256, style_weight=100.0, iterations=(9, 5, 1)) == (100.0, [9, 5, 1])
+    assert resolved(size=256, style_loss="wasserstein")[0] == 100.0  # W2: half, at any size
+    assert resolved(size=1024, style_loss="wasserstein")[0] == 50.0
+    assert resolved(size=1024, style_loss="wasserstein", style_weight=80.0)[0] == 80.0
 
 
 def test_default_iterations_favour_coarse_scales() -> None:
