@@ -1,9 +1,10 @@
-"""How long POST /v1/batches takes for 10,000 jobs, in-process (Flask test client).
+"""How long POST /v1/batches takes for 10,000 jobs, and cancelling them, in-process.
 
     uv run python bench/api_batch.py [DATABASE_URL] [--no-queue]
 
 Measures validation + image lookups + the bulk INSERT + commit (+ enqueueing, unless
---no-queue), without HTTP and gunicorn (bench/queue.py measures the whole path).
+--no-queue), then POST /v1/batches/{id}/cancel of each batch (two set-based UPDATEs), with
+the Flask test client: without HTTP and gunicorn (bench/queue.py measures the whole path).
 Queue names use a throwaway prefix, emptied afterwards.
 """
 
@@ -17,12 +18,15 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
-import redis
-from PIL import Image as PILImage
+# bench/ first on sys.path would let bench/queue.py shadow the standard library's queue.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from api import create_app
-from shared.migrate import upgrade
-from shared.settings import Settings
+import redis  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+
+from api import create_app  # noqa: E402
+from shared.migrate import upgrade  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 
 
 def main() -> None:
@@ -55,6 +59,12 @@ def main() -> None:
             assert reply.status_code == 202, reply.json
             print(f"{label:18s} {reply.json['job_count']} jobs: {elapsed:.3f} s "
                   f"({'without' if no_queue else 'with'} enqueue, {url.split(':')[0]})")
+            batch_id = reply.json["id"]
+            start = time.perf_counter()
+            reply = client.post(f"/v1/batches/{batch_id}/cancel")
+            elapsed = time.perf_counter() - start
+            assert reply.status_code == 200, reply.json
+            print(f"{'  its cancel':18s} {reply.json['changed']} jobs: {elapsed:.3f} s")
     conn = redis.Redis.from_url(settings.redis_url)
     conn.delete(*(f"{prefix}{level}" for level in ("high", "normal", "low")))
 
