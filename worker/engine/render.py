@@ -348,9 +348,9 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
     as the moments of one position.
     """
     per_size: list[dict[str, losses.Moments]] = []
+    inner = trim_margin(style, STYLE_MARGIN)
     with torch.no_grad():
         for side in sides:
-            inner = trim_margin(style, STYLE_MARGIN)
             style_x = to_tensor(resize(inner, fit_long_side(*inner.size, side)), device)
             if (size_tile := tiled.needed(tile, *style_x.shape[-2:])) is not None:
                 per_size.append(tiled.moments(model, style_x, layers, size_tile))
