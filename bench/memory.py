@@ -7,7 +7,9 @@ Each measurement runs in its own process, which inherits the bench's niceness (p
 resident memory is a process's high-water mark): the top scale of a 16:9 job, set up as
 a render sets it up (style targets, content target, optimiser), then two L-BFGS
 iterations (history 1, see `job`), timed on the second. The last column predicts the
-whole default job (history 20) tiled. Where a run would not fit
+whole default job (history 20) tiled, and the column after it the same job as the plan
+would run it on a GPU (bf16) with the image and the optimiser in host memory: device
+bytes, then host bytes (predicted only: no GPU has measured it). Where a run would not fit
 `--measure-limit-gib` by the memory plan (shared/memory.py), the table shows the plan's
 prediction instead, marked "pred". `--precision bf16` runs the GPU's reduced-precision
 path (bf16 convolutions, channels_last; STYLEFARM_PRECISION) and predicts with the plan's
@@ -49,6 +51,19 @@ def predicted(width: int, height: int, tile: int | None, history: int = 1,
     params = job(width, height, tile, history)
     scale = plan_scales(params, width, height)[-1]
     return memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes).total
+
+
+def gpu_image_on_host(width: int, height: int, tile: int) -> memory.Peak:
+    """The default job's top scale on a GPU with the whole image in host memory."""
+    params = job(width, height, tile, 20)
+    scale = plan_scales(params, width, height)[-1]
+    return memory.scale_peak(params, scale, max(width, height), tile, 2, "cuda", True, True)
+
+
+def gpu_ratio(high: int, low: int, tile: int) -> float:
+    def device(side: int) -> int:
+        return gpu_image_on_host(side, round(side * 9 / 16), tile).total
+    return device(high) / device(low)
 
 
 def child(width: int, height: int, tile: int | None) -> None:
@@ -115,7 +130,8 @@ def main() -> None:
           f"tile {args.tile} px, "
           f"halo {memory.HALO} px")
     header = (f"{'size':>11} | {'untiled peak':>16} {'s/it':>7} | {'tiled peak':>16} "
-              f"{'s/it':>7} | {'peak ratio':>10} {'time ratio':>10} | {'h20 tiled':>9}")
+              f"{'s/it':>7} | {'peak ratio':>10} {'time ratio':>10} | {'h20 tiled':>9} | "
+              f"{'GPU, image on host':>18}")
     print(header)
     print("-" * len(header))
     rows = {}
@@ -132,6 +148,7 @@ def main() -> None:
                 cells[name] = {**got, "pred": False, "predicted": guess}
         rows[side] = cells
         u, t = cells["untiled"], cells["tiled"]
+        gpu = gpu_image_on_host(width, height, args.tile)
 
         def peak(c: dict) -> str:
             text = f"{c['peak'] / GIB:.2f} GiB"
@@ -142,14 +159,16 @@ def main() -> None:
         print(f"{width:>5}x{height:<5} | {peak(u):>16} {u['seconds']:>7.2f} | {peak(t):>16} "
               f"{t['seconds']:>7.2f} | {t['peak'] / u['peak']:>10.2f} "
               f"{t['seconds'] / u['seconds']:>10.2f} | "
-              f"{predicted(width, height, args.tile, 20, width_bytes) / GIB:>5.2f} GiB",
-              flush=True)
+              f"{predicted(width, height, args.tile, 20, width_bytes) / GIB:>5.2f} GiB | "
+              f"{gpu.total / GIB:>5.2f} + {gpu.host / GIB:>5.2f} GiB", flush=True)
     print("(peak: measured resident high-water mark, the plan's prediction in brackets; "
           "'pred': predicted only)")
     sides = sorted(rows)
     if len(sides) > 1:
         low, high = rows[sides[0]]["tiled"]["peak"], rows[sides[-1]]["tiled"]["peak"]
-        print(f"tiled peak {sides[-1]} / {sides[0]}: {high / low:.2f}x")
+        print(f"tiled peak {sides[-1]} / {sides[0]}: {high / low:.2f}x; on a GPU with the "
+              f"image on the host, predicted device peak: "
+              f"{gpu_ratio(sides[-1], sides[0], args.tile):.2f}x")
 
 
 if __name__ == "__main__":

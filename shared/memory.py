@@ -42,6 +42,15 @@ IMAGES = 4
 MARGIN = 0.85
 # Device buffers of an L-BFGS whose history lives on the host (optimize.LBFGS's staging).
 LBFGS_STAGING = 4
+# Crop-sized buffers on the device when the whole image lives on the host (tiled.py): the
+# crop's copy, its gradient, and the gradient's way back.
+CROP_IMAGES = 3
+# Where a scale's whole-image state lives, in the order the plan tries them (fastest
+# first): all on the device; the L-BFGS history in host memory, streamed in every
+# iteration; or the image, its gradient, the content target and all the optimiser's state
+# in host memory, only the tiles' crops going through the device. The last two on a GPU
+# only: on the CPU the host is the device.
+PLACEMENTS = ("device", "history", "image")
 
 
 def optimizer_images(params: RenderParams, history_on_host: bool = False) -> int:
@@ -81,7 +90,7 @@ class Peak:
     base: int
     state: int  # whole-image buffers, optimiser state, content target (on the device)
     network: int  # the largest pass of the network: the objective or a style forward
-    host: int = 0  # in host memory besides: the L-BFGS history, when the plan puts it there
+    host: int = 0  # in host memory besides: what the placement puts there
 
     @property
     def total(self) -> int:
@@ -90,15 +99,22 @@ class Peak:
 
 
 def scale_peak(params: RenderParams, scale: Scale, final_side: int, tile: int | None,
-               dtype_bytes: int = 4, device: str = "cpu", history_on_host: bool = False
-               ) -> Peak:
-    """Predicted peak of one scale, rendered untiled (`tile` None) or with `tile`, the
-    L-BFGS history on the device or (`history_on_host`) in host memory."""
+               dtype_bytes: int = 4, device: str = "cpu", history_on_host: bool = False,
+               image_on_host: bool = False) -> Peak:
+    """Predicted peak of one scale, rendered untiled (`tile` None) or with `tile`; the
+    L-BFGS history on the device or (`history_on_host`) in host memory; or
+    (`image_on_host`, tiled only) every whole-image buffer in host memory."""
     pixels = scale.width * scale.height
-    state = pixels * (IMAGE * (IMAGES + optimizer_images(params, history_on_host))
-                      + CONTENT_TARGET)
-    objective = GRAD_BYTES_PER_PIXEL[dtype_bytes] * crop_pixels(scale.width, scale.height,
-                                                                 tile)
+    crop = crop_pixels(scale.width, scale.height, tile)
+    whole = pixels * (IMAGE * (IMAGES + optimizer_images(params)) + CONTENT_TARGET)
+    if image_on_host:
+        state, host = crop * (IMAGE * CROP_IMAGES + CONTENT_TARGET), whole
+    elif history_on_host:
+        state = pixels * (IMAGE * (IMAGES + optimizer_images(params, True)) + CONTENT_TARGET)
+        host = pixels * IMAGE * history_images(params)
+    else:
+        state, host = whole, 0
+    objective = GRAD_BYTES_PER_PIXEL[dtype_bytes] * crop
     style_forward = 0
     aspect = min(scale.width, scale.height) / max(scale.width, scale.height)
     for side in style_long_sides(params, max(scale.width, scale.height), final_side):
@@ -106,7 +122,6 @@ def scale_peak(params: RenderParams, scale: Scale, final_side: int, tile: int | 
         short = max(1, round(side * aspect))
         style_forward = max(style_forward, FORWARD_BYTES_PER_PIXEL[dtype_bytes]
                             * crop_pixels(side, short, tile))
-    host = pixels * IMAGE * history_images(params) if history_on_host else 0
     return Peak(BASE_BYTES["cuda" if device.startswith("cuda") else "cpu"], state,
                 max(objective, style_forward), host)
 
@@ -118,52 +133,63 @@ class DoesNotFit(ValueError):
 @dataclass(frozen=True)
 class ScalePlan:
     """How one scale renders: its tile (None: untiled), where the L-BFGS history lives
-    ("device" or "host"), and the predicted peak of that choice."""
+    ("device" or "host"), where the image and the rest of the whole-image state live
+    ("device" or "host"; on the host, the history is there too), and the predicted peak."""
 
     tile: int | None
     history: str
     peak: Peak
+    image: str = "device"
+
+    @property
+    def placement(self) -> str:
+        """Its name in PLACEMENTS."""
+        return "image" if self.image == "host" else "history" if self.history == "host" \
+            else "device"
 
 
 def plan_scale(params: RenderParams, scale: Scale, final_side: int, budget: int,
                dtype_bytes: int = 4, device: str = "cpu", host_budget: int | None = None
                ) -> ScalePlan:
-    """The fastest way a scale fits `budget` bytes of the device: untiled, else the largest
-    tile that fits; all with the L-BFGS history on the device, and only when no tile fits
-    that way (on a GPU), the same with the history in host memory (pinned, streamed in
-    every iteration), if `host_budget` (None: not checked) holds it. The job's own
-    `tile_size` is taken as given. Raises DoesNotFit, naming the fix, when nothing fits."""
-    placements = [False]
-    if params.optimizer == "lbfgs" and device.startswith("cuda"):
-        placements.append(True)
-    smallest = None
-    for on_host in placements:
-        def peak(tile: int | None, on_host: bool = on_host) -> Peak:
-            return scale_peak(params, scale, final_side, tile, dtype_bytes, device, on_host)
+    """The fastest way a scale fits `budget` bytes of the device: the first of PLACEMENTS
+    that fits, untiled if it can, else with the largest tile that fits. The host
+    placements are tried only on a GPU, only where `host_budget` (None: not checked) holds
+    what they put there; the image on the host is always tiled. The job's own `tile_size`
+    is taken as given. Raises DoesNotFit, naming the fix, when nothing fits."""
+    smallest = scale_peak(params, scale, final_side, MIN_TILE, dtype_bytes, device)
+    where = "device"
+    for placement in _placements(params, device):
+        def plan(tile: int | None, placement: str = placement) -> ScalePlan:
+            peak = scale_peak(params, scale, final_side, tile, dtype_bytes, device,
+                              placement != "device", placement == "image")
+            return ScalePlan(tile, "device" if placement == "device" else "host", peak,
+                             "host" if placement == "image" else "device")
 
-        if on_host and host_budget is not None and peak(None).host > host_budget:
+        if host_budget is not None and plan(MIN_TILE).peak.host > host_budget:
             continue
-        place = "host" if on_host else "device"
         if params.tile_size is not None:
-            if peak(params.tile_size).total <= budget:
-                return ScalePlan(params.tile_size, place, peak(params.tile_size))
-            continue
-        if peak(None).total <= budget:
-            return ScalePlan(None, place, peak(None))
-        # Every multiple of TILE_ALIGN from the longest side down (a few hundred sums at
-        # most): the crop is not monotonic in the tile (tiles are evened out), no bisection.
-        longest = max(scale.width, scale.height) // TILE_ALIGN * TILE_ALIGN
-        for tile in range(longest, MIN_TILE - 1, -TILE_ALIGN):
-            if peak(tile).total <= budget:
-                return ScalePlan(tile, place, peak(tile))
-        smallest = peak(MIN_TILE)
+            candidates: list[int | None] = [params.tile_size]
+        else:
+            # Every multiple of TILE_ALIGN from the longest side down (a few hundred sums
+            # at most): the crop is not monotonic in the tile (tiles are evened out).
+            longest = max(scale.width, scale.height) // TILE_ALIGN * TILE_ALIGN
+            candidates = [*([None] if placement != "image" else []),
+                          *range(longest, MIN_TILE - 1, -TILE_ALIGN)]
+        for tile in candidates:
+            if (found := plan(tile)).peak.total <= budget:
+                return found
+        smallest, where = plan(MIN_TILE).peak, placement
     if params.tile_size is not None:  # the job's choice, unchecked as before
         return ScalePlan(params.tile_size, "device",
                          scale_peak(params, scale, final_side, params.tile_size, dtype_bytes,
                                     device))
-    if smallest is None:  # only the host could have taken the history, and it cannot
-        smallest = scale_peak(params, scale, final_side, MIN_TILE, dtype_bytes, device)
-    raise DoesNotFit(_advice(params, scale, smallest, budget))
+    raise DoesNotFit(_advice(params, scale, smallest, budget, where))
+
+
+def _placements(params: RenderParams, device: str) -> list[str]:
+    if not device.startswith("cuda"):
+        return ["device"]
+    return [p for p in PLACEMENTS if p != "history" or params.optimizer == "lbfgs"]
 
 
 def choose_tile(params: RenderParams, scale: Scale, final_side: int, budget: int,
@@ -172,11 +198,13 @@ def choose_tile(params: RenderParams, scale: Scale, final_side: int, budget: int
     return plan_scale(params, scale, final_side, budget, dtype_bytes, device).tile
 
 
-def _advice(params: RenderParams, scale: Scale, peak: Peak, budget: int) -> str:
+def _advice(params: RenderParams, scale: Scale, peak: Peak, budget: int,
+            placement: str) -> str:
     gib = 2**30
     fix = ("lower lbfgs_history or use optimizer adam, or lower size"
            if params.optimizer == "lbfgs" else "lower size")
-    where = " with the L-BFGS history in host memory" if peak.host else ""
+    where = {"device": "", "history": " with the L-BFGS history in host memory",
+             "image": " with the image and optimizer state in host memory"}[placement]
     return (f"the {scale.width}x{scale.height} scale needs {peak.total / gib:.1f} GiB even in "
             f"{MIN_TILE} px tiles{where} ({peak.state / gib:.1f} GiB of it whole-image "
             f"buffers and optimizer state), over the {budget / gib:.1f} GiB this worker can "

@@ -259,20 +259,23 @@ class Adam:
 
 
 def resize_adam_state(state: AdamState, size: tuple[int, int],
-                      memory_format: torch.memory_format = torch.contiguous_format
-                      ) -> AdamState:
+                      memory_format: torch.memory_format = torch.contiguous_format,
+                      device: torch.device | None = None) -> AdamState:
     """Carry Adam's moments to the next, larger scale.
 
     Losses are means over positions, so a pixel's gradient shrinks by the area ratio r
     when the grid grows: m scales by r, v by r². Without that, the first steps at the new
     scale would be larger than the ones Adam had settled on. The EMA restarts from the
-    upsampled image (the caller's), since averaging across grids would blur.
+    upsampled image (the caller's), since averaging across grids would blur. `device`:
+    where the next scale keeps them, when the memory plan moves them (None: where they are).
     """
     if state.m is None or state.v is None:
         return AdamState()
     height, width = size
     ratio = (state.m.shape[-2] * state.m.shape[-1]) / (height * width)
-    m = F.interpolate(state.m, size=size, mode="bicubic", align_corners=False) * ratio
-    v = F.interpolate(state.v, size=size, mode="bilinear", align_corners=False) * ratio**2
+    m = F.interpolate(state.m.to(device), size=size, mode="bicubic",
+                      align_corners=False) * ratio
+    v = F.interpolate(state.v.to(device), size=size, mode="bilinear",
+                      align_corners=False) * ratio**2
     return AdamState(step=state.step, m=m.contiguous(memory_format=memory_format),
                      v=v.clamp_min(0).contiguous(memory_format=memory_format), ema=None)

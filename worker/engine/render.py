@@ -170,14 +170,19 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
         x, adam_state = resume.x, resume.adam
         work_done = sum(s.width * s.height * s.iterations for s in plan[:resume.scale + 1])
     for scale in plan[0 if resume is None else resume.scale + 1:]:
-        tile = layout[scale.index].tile
+        place = layout[scale.index]
+        # Where the image and the optimiser live: host memory when the plan puts them there
+        # (a GPU short of memory for them), the network's device otherwise.
+        home = torch.device("cpu") if place.image == "host" else dev
         style_targets = _style_targets(model, params, scale, final_side, styles,
-                                       spec.style_ids, layer_weights, dev, target_cache, tile)
+                                       spec.style_ids, layer_weights, dev, target_cache,
+                                       place.tile)
         objective = _objective(model, params, scale, content, style_targets, blend,
                                scale_layer_weights(params, layer_weights, scale, len(plan)),
-                               dev, tile)
-        x = _start(x, scale, params, content, init_image, generator, dev)
-        optimizer = _optimizer(params, scale, adam_state, dev, layout[scale.index].history)
+                               home, place.tile, always_tiled=place.image == "host")
+        x = _start(x, scale, params, content, init_image, generator, home)
+        optimizer = _optimizer(params, scale, adam_state, home,  # the history beside x
+                               "device" if place.image == "host" else place.history)
         for it in range(scale.iterations):
             loss, grad = objective(x)
             optimizer.step(x, grad)
@@ -363,20 +368,24 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
 
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
                style_targets: Sequence[StyleTargets], blend: Sequence[float],
-               layer_weights: dict[str, float], device: torch.device, tile: int | None = None
+               layer_weights: dict[str, float], device: torch.device, tile: int | None = None,
+               always_tiled: bool = False
                ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The loss at this scale as a function of the image, its content target computed once.
+    """The loss at this scale as a function of the image on `device`, its content target
+    computed once.
 
     With `tile`, the same loss and gradient computed tile by tile (tiled.py), in memory
     bounded by the tile; without, in one pass over the whole image (the faster way, when
-    it fits).
+    it fits), also where `tile` covers the image, unless `always_tiled`: an image away
+    from the network's device (in host memory) must go through it in crops.
     """
     style_distance = losses.gram_loss if params.style_loss == "gram" else losses.wasserstein_loss
     assert params.style_weight is not None, "params come through with_size_defaults"
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
                                   params.style_weight)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
-    tile = tiled.needed(tile, scale.height, scale.width)
+    if not always_tiled:
+        tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, params.content_weight,
                                params.tv_weight, tile)
@@ -404,7 +413,7 @@ def _start(previous: torch.Tensor | None, scale: Scale, params: RenderParams,
     """The image a scale starts from: the last scale's upsampled, or the chosen init."""
     size = (scale.width, scale.height)
     if previous is not None:
-        x = F.interpolate(previous, size=(scale.height, scale.width), mode="bicubic",
+        x = F.interpolate(previous.to(device), size=(scale.height, scale.width), mode="bicubic",
                           align_corners=False)
     elif params.init == "content":
         x = to_tensor(resize(content, size), device)
@@ -427,7 +436,7 @@ def _optimizer(params: RenderParams, scale: Scale, adam_state: AdamState | None,
                      history_device=torch.device("cpu") if history == "host" else None)
     size = (scale.height, scale.width)
     state = (None if adam_state is None
-             else resize_adam_state(adam_state, size, memory_format(device)))
+             else resize_adam_state(adam_state, size, memory_format(device), device))
     return Adam(lr=params.learning_rate, ema_decay=params.ema_decay, state=state)
 
 

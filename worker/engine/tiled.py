@@ -13,6 +13,10 @@ Why it is exact (up to float rounding), where tiling elsewhere matches the style
   ⟨dL/d(moments), the tile's own moments⟩, whose pixel gradient is the style loss's; the
   content and TV terms are plain sums over owned positions. Each tile's pixel gradient,
   halo included, is added into one gradient of the whole image.
+
+The whole image may live in host memory while the network runs on a GPU (the memory
+plan's "image" placement): only each crop goes to the device, and each crop's gradient
+comes back, so the device holds one tile's work whatever the image's size.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from shared.memory import tile_step
 from shared.spec import CONTENT_LAYER, TILE_ALIGN
 from worker.engine import losses
+from worker.engine.device import memory_format
 from worker.engine.vgg import VGG19
 
 # Tile origins and halos are multiples of this: the total stride of VGG-19 up to relu5_1
@@ -117,6 +122,13 @@ class Tile:
         return x[..., self.rows.crop_start:self.rows.crop_end,
                  self.cols.crop_start:self.cols.crop_end]
 
+    def crop_to(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The crop on the network's device: a view where `x` is there already, else a
+        copy in the device's layout."""
+        crop = self.crop(x)
+        return crop if crop.device == device else crop.to(
+            device, memory_format=memory_format(device))
+
     def owned(self, features: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
         """The positions of a crop's feature map (whole image's map: `size`) this tile owns."""
         return features[..., self.rows.owned(stride, size[0]), self.cols.owned(stride, size[1])]
@@ -146,7 +158,10 @@ def feature_size(height: int, width: int, stride: int) -> tuple[int, int]:
 def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
               content_weight: float, tv_weight: float, tile: int) -> Objective:
     """The tiled counterpart of render._objective: `(loss, grad)` of an image the size of
-    `content_x`, holding activations of one tile (plus halo) at a time."""
+    `content_x`, holding activations of one tile (plus halo) at a time. The image, its
+    gradient and the content target stay on `content_x`'s device, the network's crops on
+    the model's."""
+    device = model_device(model)
     style_layers = frozenset(style.layer_weights)
     layers = style_layers | {CONTENT_LAYER}
     strides = layer_strides(model)
@@ -155,6 +170,7 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
     sizes = {k: feature_size(height, width, strides[k]) for k in layers}
     content = _content_target(model, content_x, grid, strides[CONTENT_LAYER],
                               sizes[CONTENT_LAYER])
+    norm = content.norm.to(device)
 
     def owned(t: Tile, features: Mapping[str, torch.Tensor], k: str) -> torch.Tensor:
         return t.owned(features[k], strides[k], sizes[k])
@@ -164,7 +180,7 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
         grad = torch.zeros_like(x)
         loss = style_loss.detach()
         for t in grid:
-            crop = t.crop(x).detach().requires_grad_(True)
+            crop = t.crop_to(x, device).detach().requires_grad_(True)
             features = model(crop, layers)
             part = crop.new_zeros((), dtype=torch.float32)
             for k, (g_total, g_outer) in style_grads.items():
@@ -173,15 +189,15 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
                     part = part + (g_total * m.total).sum()
                 if g_outer is not None:
                     part = part + (g_outer * m.outer).sum()
-            target = losses.ContentTarget(t.place(content.features, strides[CONTENT_LAYER]),
-                                          content.norm)
+            target = losses.ContentTarget(
+                t.place(content.features, strides[CONTENT_LAYER]).to(device), norm)
             local = content_weight * losses.content_loss(owned(t, features, CONTENT_LAYER), target)
             if tv_weight:
                 local = local + tv_weight * losses.tv_part(
                     crop[..., t.rows.region, t.cols.region],
                     (t.rows.end - t.rows.start, t.cols.end - t.cols.start), (height, width))
             (tile_grad,) = torch.autograd.grad(part + local, crop)
-            t.crop(grad).add_(tile_grad)
+            t.crop(grad).add_(tile_grad.to(grad.device))
             loss = loss + local.detach()
         return loss, grad
 
@@ -193,9 +209,10 @@ def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], str
     """The content layer's map of the whole image, assembled from the tiles' owned parts."""
     full = torch.empty((1, model.convs["block" + layer[4:].replace("_", "_conv")].out_channels,
                         *size), dtype=torch.float32, device=content_x.device)
+    device = model_device(model)
     with torch.no_grad():
         for t in grid:
-            features = model(t.crop(content_x), {layer})[layer]
+            features = model(t.crop_to(content_x, device), {layer})[layer]
             t.place(full, stride).copy_(t.owned(features, stride, size))
     return losses.content_target(full)
 
@@ -211,14 +228,19 @@ def moments(model: VGG19, x: torch.Tensor, layers: frozenset[str], tile: int
     def owned(t: Tile, features: Mapping[str, torch.Tensor], k: str) -> torch.Tensor:
         return t.owned(features[k], strides[k], feature_size(height, width, strides[k]))
 
+    device = model_device(model)
     sums: dict[str, losses.Moments] = {}
     with torch.no_grad():
         for t in grid:
-            features = model(t.crop(x), layers)
+            features = model(t.crop_to(x, device), layers)
             for k in layers:
                 m = losses.moments(owned(t, features, k))
                 sums[k] = m if k not in sums else sums[k] + m
     return sums
+
+
+def model_device(model: VGG19) -> torch.device:
+    return next(model.parameters()).device
 
 
 def grid_for(model: VGG19, x: torch.Tensor, layers: frozenset[str], tile: int) -> list[Tile]:
