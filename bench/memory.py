@@ -15,6 +15,11 @@ prediction instead, marked "pred". `--precision bf16` runs the GPU's reduced-pre
 path (bf16 convolutions, channels_last; STYLEFARM_PRECISION) and predicts with the plan's
 2-byte constants, so the table checks those constants against measured peaks. Not a
 test: the numbers depend on the machine.
+
+On a GPU, `--device cuda` measures the device's peak (torch.cuda.max_memory_allocated,
+beside the plan's prediction for the GPU), and `--image-on-host` runs the tiled column
+with the image, its gradient, the content target and the optimiser in host memory (the
+plan's "image" placement), so that column shows what the device holds of it.
 """
 
 from __future__ import annotations
@@ -47,10 +52,13 @@ def job(width: int, height: int, tile: int | None, history: int = 1) -> RenderPa
 
 
 def predicted(width: int, height: int, tile: int | None, history: int = 1,
-              dtype_bytes: int = 4) -> int:
+              dtype_bytes: int = 4, device: str = "cpu", image_on_host: bool = False) -> int:
     params = job(width, height, tile, history)
     scale = plan_scales(params, width, height)[-1]
-    return memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes).total
+    peak = memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes, device,
+                             image_on_host, image_on_host and tile is not None)
+    # On a CPU the host is the device: what the plan moves there is still resident.
+    return peak.total + (peak.host if device == "cpu" else 0)
 
 
 def gpu_image_on_host(width: int, height: int, tile: int) -> memory.Peak:
@@ -66,8 +74,10 @@ def gpu_ratio(high: int, low: int, tile: int) -> float:
     return device(high) / device(low)
 
 
-def child(width: int, height: int, tile: int | None) -> None:
-    """One measurement, printed as JSON: peak RSS in bytes, seconds of the 2nd iteration."""
+def child(width: int, height: int, tile: int | None, device: str, image_on_host: bool
+          ) -> None:
+    """One measurement, printed as JSON: peak bytes (resident on a CPU, allocated on a
+    GPU), seconds of the 2nd iteration."""
     import numpy as np
     import torch
     from PIL import Image
@@ -83,29 +93,36 @@ def child(width: int, height: int, tile: int | None) -> None:
     style = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
     params = job(width, height, tile)
     scale = plan_scales(params, width, height)[-1]
-    dev = torch.device("cpu")
+    dev = torch.device(device)
+    home = torch.device("cpu") if image_on_host and tile is not None else dev
     weights = engine.style_layer_weights(params)
-    model = load_vgg("max", "cpu", "relu5_1")
+    model = load_vgg("max", dev, "relu5_1")
     targets = engine._style_targets(model, params, scale, max(width, height), [style], None,
                                     weights, dev, None, tile)
-    objective = engine._objective(model, params, scale, content, targets, [1.0], weights, dev,
-                                  tile)
-    x = engine._start(None, scale, params, content, None, torch.Generator(), dev)
-    optimizer = engine._optimizer(params, scale, None, dev)
+    objective = engine._objective(model, params, scale, content, targets, [1.0], weights,
+                                  home, tile, always_tiled=home != dev)
+    x = engine._start(None, scale, params, content, None, torch.Generator(), home)
+    optimizer = engine._optimizer(params, scale, None, home)
     seconds = 0.0
     for _ in range(2):
         started = time.perf_counter()
         _, grad = objective(x)
         optimizer.step(x, grad)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print(json.dumps({"peak": peak, "seconds": seconds}))
 
 
-def measure(width: int, height: int, tile: int | None) -> dict[str, float]:
+def measure(width: int, height: int, tile: int | None, device: str, image_on_host: bool
+            ) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(width), str(height),
-         str(tile or 0)], check=True, capture_output=True, text=True)
+        [sys.executable, __file__, "--device", device,
+         *(["--image-on-host"] if image_on_host else []),
+         "--child", str(width), str(height), str(tile or 0)],
+        check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -117,16 +134,20 @@ def main() -> None:
     parser.add_argument("--skip-tiled-above", type=int, default=3840,
                         help="predict, not measure, tiled runs above this long side (time)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--image-on-host", action="store_true",
+                        help="tiled runs keep the image and optimiser in host memory (GPU)")
     parser.add_argument("--child", type=int, nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ["STYLEFARM_PRECISION"] = args.precision  # the children inherit it
     width_bytes = 2 if args.precision == "bf16" else 4
     if args.child:
         width, height, tile = args.child
-        child(width, height, tile or None)
+        child(width, height, tile or None, args.device, args.image_on_host)
         return
     limit = args.measure_limit_gib * GIB
-    print(f"top scale, 2 L-BFGS iterations (history 1), {args.precision}, CPU; "
+    print(f"top scale, 2 L-BFGS iterations (history 1), {args.precision}, {args.device}"
+          f"{', image on host' if args.image_on_host else ''}; "
           f"tile {args.tile} px, "
           f"halo {memory.HALO} px")
     header = (f"{'size':>11} | {'untiled peak':>16} {'s/it':>7} | {'tiled peak':>16} "
@@ -139,12 +160,13 @@ def main() -> None:
         width, height = side, round(side * 9 / 16)
         cells = {}
         for name, tile in (("untiled", None), ("tiled", args.tile)):
-            guess = predicted(width, height, tile, dtype_bytes=width_bytes)
+            guess = predicted(width, height, tile, 1, width_bytes, args.device,
+                              args.image_on_host)
             too_slow = tile is not None and side > args.skip_tiled_above
             if guess > limit or too_slow:
                 cells[name] = {"peak": guess, "seconds": float("nan"), "pred": True}
             else:
-                got = measure(width, height, tile)
+                got = measure(width, height, tile, args.device, args.image_on_host)
                 cells[name] = {**got, "pred": False, "predicted": guess}
         rows[side] = cells
         u, t = cells["untiled"], cells["tiled"]
@@ -161,7 +183,8 @@ def main() -> None:
               f"{t['seconds'] / u['seconds']:>10.2f} | "
               f"{predicted(width, height, args.tile, 20, width_bytes) / GIB:>5.2f} GiB | "
               f"{gpu.total / GIB:>5.2f} + {gpu.host / GIB:>5.2f} GiB", flush=True)
-    print("(peak: measured resident high-water mark, the plan's prediction in brackets; "
+    print("(peak: measured high-water mark, resident on a CPU, allocated on a GPU; the "
+          "plan's prediction in brackets; "
           "'pred': predicted only)")
     sides = sorted(rows)
     if len(sides) > 1:
