@@ -70,9 +70,13 @@ def test_job_that_cannot_fit_fails_before_rendering() -> None:
 
 def test_farm_problem_names_no_problem_when_a_worker_fits() -> None:
     params = RenderParams(size=7680)
-    small = memory.WorkerMemory(4 * GIB, 2, "cuda")
+    # 4 GiB of device, 1 GiB of host: too little for 8K even with the image on the host.
+    small = memory.WorkerMemory(4 * GIB, 2, "cuda", host_budget=GIB)
     big = memory.WorkerMemory(80 * GIB, 2, "cuda")
     assert memory.farm_problem(params, 7680, 4320, [small]) is not None
+    # The same card on a host with the RAM for the image and its optimiser runs it.
+    roomy = memory.WorkerMemory(4 * GIB, 2, "cuda", host_budget=64 * GIB)
+    assert memory.farm_problem(params, 7680, 4320, [roomy]) is None
     assert memory.farm_problem(params, 7680, 4320, [small, big]) is None
     assert memory.farm_problem(params, 7680, 4320, []) is None
     assert memory.WorkerMemory.from_json(big.to_json()) == big
