@@ -51,21 +51,28 @@ def job(width: int, height: int, tile: int | None, history: int = 1) -> RenderPa
     return with_size_defaults(params, width, height)
 
 
-def predicted(width: int, height: int, tile: int | None, history: int = 1,
-              dtype_bytes: int = 4, device: str = "cpu", image_on_host: bool = False) -> int:
+def plan_peak(width: int, height: int, tile: int | None, history: int = 1,
+              dtype_bytes: int = 4, device: str = "cpu", image_on_host: bool = False
+              ) -> memory.Peak:
+    """The plan's peak for the top scale of `job`, the image in host memory if asked (and
+    tiled: the placement needs a tile)."""
     params = job(width, height, tile, history)
     scale = plan_scales(params, width, height)[-1]
-    peak = memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes, device,
-                             image_on_host, image_on_host and tile is not None)
+    on_host = image_on_host and tile is not None
+    return memory.scale_peak(params, scale, max(width, height), tile, dtype_bytes, device,
+                             on_host, on_host)
+
+
+def predicted(width: int, height: int, tile: int | None, history: int = 1,
+              dtype_bytes: int = 4, device: str = "cpu", image_on_host: bool = False) -> int:
+    peak = plan_peak(width, height, tile, history, dtype_bytes, device, image_on_host)
     # On a CPU the host is the device: what the plan moves there is still resident.
     return peak.total + (peak.host if device == "cpu" else 0)
 
 
 def gpu_image_on_host(width: int, height: int, tile: int) -> memory.Peak:
     """The default job's top scale on a GPU with the whole image in host memory."""
-    params = job(width, height, tile, 20)
-    scale = plan_scales(params, width, height)[-1]
-    return memory.scale_peak(params, scale, max(width, height), tile, 2, "cuda", True, True)
+    return plan_peak(width, height, tile, 20, 2, "cuda", True)
 
 
 def gpu_ratio(high: int, low: int, tile: int) -> float:
