@@ -14,10 +14,12 @@ import math
 from dataclasses import dataclass
 
 from shared.spec import (
+    CONTENT_LAYER,
     MIN_TILE,
     TILE_ALIGN,
     RenderParams,
     Scale,
+    layer_shape,
     plan_scales,
     style_long_sides,
 )
@@ -33,9 +35,8 @@ FORWARD_BYTES_PER_PIXEL = {4: 800, 2: 440}
 # Resident memory on the CPU; on a GPU, the weights only. The CPU figure was 900 MiB until
 # 2026-11-27, when a fresh process peaked at 0.68 GiB at 128x72 (the plan 1.32x over).
 BASE_BYTES = {"cpu": 800 * 2**20, "cuda": 120 * 2**20}
-# One fp32 BGR image per pixel; and relu4_2's map (512 channels, stride 8) in fp32.
+# One fp32 BGR image per pixel.
 IMAGE = 12
-CONTENT_TARGET = 512 * 4 // 64
 # Image-sized buffers besides the optimiser's: the image, its gradient, the content image,
 # the gradient's transient copy.
 IMAGES = 4
@@ -67,6 +68,13 @@ def optimizer_images(params: RenderParams, history_on_host: bool = False) -> int
 def history_images(params: RenderParams) -> int:
     """Image-sized buffers of the L-BFGS history (its slots), wherever they live."""
     return 2 * (params.lbfgs_history + 1) if params.optimizer == "lbfgs" else 0
+
+
+def content_target_bytes(params: RenderParams) -> int:
+    """Bytes per input pixel of the content targets: each content layer's map in fp32
+    (relu4_2: 512 channels at stride 8, 32 bytes; relu5_1 adds 8)."""
+    layers = [k for k, v in params.content_layer_weights.items() if v > 0] or [CONTENT_LAYER]
+    return sum(4 * channels // stride**2 for channels, stride in map(layer_shape, layers))
 
 
 def tile_step(length: int, tile: int) -> int:
@@ -107,11 +115,12 @@ def scale_peak(params: RenderParams, scale: Scale, final_side: int, tile: int | 
     (`image_on_host`, tiled only) every whole-image buffer in host memory."""
     pixels = scale.width * scale.height
     crop = crop_pixels(scale.width, scale.height, tile)
-    whole = pixels * (IMAGE * (IMAGES + optimizer_images(params)) + CONTENT_TARGET)
+    target = content_target_bytes(params)
+    whole = pixels * (IMAGE * (IMAGES + optimizer_images(params)) + target)
     if image_on_host:
-        state, host = crop * (IMAGE * CROP_IMAGES + CONTENT_TARGET), whole
+        state, host = crop * (IMAGE * CROP_IMAGES + target), whole
     elif history_on_host:
-        state = pixels * (IMAGE * (IMAGES + optimizer_images(params, True)) + CONTENT_TARGET)
+        state = pixels * (IMAGE * (IMAGES + optimizer_images(params, True)) + target)
         host = pixels * IMAGE * history_images(params)
     else:
         state, host = whole, 0

@@ -25,7 +25,13 @@ STYLE_LOSSES = ("gram", "wasserstein")
 COLOR_MODES = ("none", "luminance", "histogram")
 INITS = ("content", "noise", "image")
 POOLINGS = ("max", "avg")
+# The content layer the quality meter reads (worker/engine/quality.py), and the one layer a
+# render's content loss reads by default.
 CONTENT_LAYER = "relu4_2"
+# Layers a content loss may read: VGG-19's up to relu5_1, the deepest the memory plan and the
+# tiles' halo allow for.
+CONTENT_LAYERS = ("relu3_1", "relu4_1", "relu4_2", "relu5_1")
+DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Style layers weighted by depth, 4x less each block down. relu4_1 and relu5_1 have few
 # positions for their 512 channels (192 at a 256 px scale), so matching their statistics as
@@ -67,6 +73,13 @@ def max_output_side(max_output_pixels: int) -> int:
 def set_output_limit(max_output_pixels: int) -> None:
     """Bound size, width and height for what follows in this context (the API: per request)."""
     _max_output_side.set(max_output_side(max_output_pixels))
+
+
+def layer_shape(name: str) -> tuple[int, int]:
+    """(channels, stride in pixels) of a VGG-19 relu layer: how many positions it has per
+    image."""
+    block = int(name[4])
+    return min(64 * 2 ** (block - 1), 512), 2 ** (block - 1)
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -129,6 +142,14 @@ class RenderParams:
         "Adam iterate averaging: decay of the exponential moving average that is output")
     content_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
+    content_layer_weights: dict[str, float] = _param(
+        DEFAULT_CONTENT_LAYER_WEIGHTS,
+        mf.Dict(keys=mf.String(validate=validate.OneOf(CONTENT_LAYERS)),
+                values=mf.Float(validate=validate.Range(0.0, 1e9))),
+        "weight of each content layer (relu3_1, relu4_1, relu4_2, relu5_1), times "
+        "content_weight; layers left out weigh 0. A little relu5_1 (relu4_2=1 relu5_1=0.3) "
+        "keeps the painting's objects, star rings or a face, out of the content's sky and "
+        "water")
     style_weight: float | None = _param(
         None, mf.Float(allow_none=True, validate=validate.Range(0.0, 1e9)),
         "weight of the style loss; null (CLI: auto): 100 from 512 px up, rising to 200 at "

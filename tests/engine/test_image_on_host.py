@@ -31,7 +31,7 @@ def test_plan_puts_the_image_on_the_host_only_below_the_history_floor() -> None:
 
     whole = scale.width * scale.height * (
         memory.IMAGE * (memory.IMAGES + memory.optimizer_images(params))
-        + memory.CONTENT_TARGET)
+        + memory.content_target_bytes(params))
     assert peak("image").host == whole == peak("device").state
     # On the device only the crop in flight: the same bytes at 512 px as at 8K.
     small, small_side = _top(RenderParams(size=512), 512, 288)

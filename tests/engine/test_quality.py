@@ -12,8 +12,9 @@ from PIL import Image
 
 from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, plan_scales, style_long_sides
 from tests.engine.patterns import checkerboard, noise, scene, stripes
-from worker.engine import quality
+from worker.engine import losses, quality
 from worker.engine import render as render_module
+from worker.engine.images import to_tensor
 from worker.engine.optimize import FIRST_STEP, LBFGS, MAX_STEP
 from worker.engine.render import RenderSpec, render, scale_layer_weights, style_layer_weights
 from worker.engine.vgg import load_vgg
@@ -32,6 +33,31 @@ def test_default_layer_weights_fall_with_depth_and_sum_to_one() -> None:
     assert sum(weights.values()) == pytest.approx(1.0)
     ordered = [weights[k] for k in STYLE_LAYERS]
     assert all(a > b for a, b in itertools.pairwise(ordered))
+
+
+def test_a_relu5_1_content_term_keeps_the_contents_deep_features() -> None:
+    """content_layer_weights adds relu5_1 to relu4_2's term: the render's relu5_1 map stays
+    nearer the content's (where the painting's objects would show), and the one-layer
+    default is today's loss."""
+    assert render_module.content_layer_weights(RenderParams()) == {"relu4_2": 1.0}
+    assert render_module.content_layer_weights(
+        RenderParams(content_weight=2.0, content_layer_weights={"relu5_1": 0.5})) == {
+            "relu5_1": 1.0}
+    assert render_module.content_layer_weights(RenderParams(content_weight=0.0)) == {
+        "relu4_2": 0.0}
+    content, style = scene(96, 96), checkerboard(96, 96)
+    common = {"size": 96, "min_size": 96, "iterations": [30], "style_weight": 300.0}
+    without = _render(content, style, **common)
+    with_it = _render(content, style, content_layer_weights={"relu4_2": 1.0, "relu5_1": 2.0},
+                      **common)
+    model = load_vgg("max", "cpu", "relu5_1")
+
+    def relu5_1_distance(image: Image.Image) -> float:
+        with torch.no_grad():
+            out, ref = (model(to_tensor(im), {"relu5_1"})["relu5_1"] for im in (image, content))
+        return float(losses.content_loss(out, losses.content_target(ref)))
+
+    assert relu5_1_distance(with_it) < 0.85 * relu5_1_distance(without)
 
 
 def test_a_layer_weighted_zero_is_left_out() -> None:

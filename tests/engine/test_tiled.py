@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.spec import CONTENT_LAYER, RenderParams, plan_scales, with_size_defaults
+from shared.spec import RenderParams, plan_scales, with_size_defaults
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import render as engine
 from worker.engine import tiled
@@ -28,7 +28,7 @@ def _objectives(params: RenderParams, content: Image.Image, styles: list[Image.I
     content_c, styles_c, _ = engine._colour_inputs(spec)
     scale = plan_scales(params, *content.size)[-1]
     weights = engine.style_layer_weights(params)
-    layers = frozenset(weights) | {CONTENT_LAYER}
+    layers = frozenset(weights) | frozenset(engine.content_layer_weights(params))
     model = load_vgg(params.pooling, "cpu", max(layers, key=LAYERS.index))
     targets = engine._style_targets(model, params, scale, max(scale.width, scale.height),
                                     styles_c, None, weights, DEVICE, None)
@@ -64,6 +64,9 @@ def test_tiles_own_every_position_once() -> None:
     {"style_loss": "gram", "preserve_color": "histogram", "two": True},
     {"style_loss": "wasserstein", "preserve_color": "none", "two": True, "tv_weight": 5.0},
     {"style_loss": "gram", "preserve_color": "luminance", "two": True},
+    {"style_loss": "gram", "content_layer_weights": {"relu4_2": 1.0, "relu5_1": 0.3}},
+    {"style_loss": "wasserstein", "content_layer_weights": {"relu3_1": 0.5, "relu5_1": 2.0},
+     "content_weight": 3.0},
 ])
 def test_tiled_gradient_equals_untiled(case: dict) -> None:
     case = dict(case)

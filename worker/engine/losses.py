@@ -277,6 +277,19 @@ def content_loss(features: torch.Tensor, target: ContentTarget) -> torch.Tensor:
     return (features.float() - target.features).square().sum() / target.norm
 
 
+@dataclass
+class ContentLoss:
+    """Σ over content layers of weight × content_loss: local sums, which the tiled objective
+    adds up tile by tile from the same targets (cropped)."""
+
+    targets: Mapping[str, ContentTarget]
+    weights: Mapping[str, float]
+
+    def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return sum((weight * content_loss(features[k], self.targets[k])
+                    for k, weight in self.weights.items()), torch.zeros(()))
+
+
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels, in units of the full 0..255 range.
 

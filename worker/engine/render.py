@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from shared import memory
 from shared.spec import (
     CONTENT_LAYER,
+    CONTENT_LAYERS,
     STYLE_LAYERS,
     RenderParams,
     Scale,
@@ -150,7 +151,7 @@ def render(spec: RenderSpec, on_progress: ProgressCallback | None = None,
     plan = plan_scales(params, *spec.content.size)
     final_side = max(plan[-1].width, plan[-1].height)
     layer_weights = style_layer_weights(params)
-    layers = frozenset(layer_weights) | {CONTENT_LAYER}
+    layers = frozenset(layer_weights) | frozenset(content_layer_weights(params))
     layout = memory.job_layout(params, *spec.content.size,
                                memory_budget if memory_budget is not None
                                else memory_budget_of(dev),
@@ -252,6 +253,15 @@ def style_layer_weights(params: RenderParams) -> dict[str, float]:
     chosen = {k: v for k, v in params.style_layer_weights.items() if v > 0 and k in STYLE_LAYERS}
     total = sum(chosen.values())
     return {k: v / total for k, v in chosen.items()} if total > 0 else {}
+
+
+def content_layer_weights(params: RenderParams) -> dict[str, float]:
+    """Each content layer's weight in the loss, content_weight included (not normalised:
+    adding relu5_1 adds to relu4_2's term, it does not take from it). With none, relu4_2
+    at weight 0: the loss still reaches the image when no style layer is left either."""
+    weights = {k: v * params.content_weight for k, v in params.content_layer_weights.items()
+               if v > 0 and params.content_weight > 0 and k in CONTENT_LAYERS}
+    return weights or {CONTENT_LAYER: 0.0}
 
 
 def scale_layer_weights(params: RenderParams, layer_weights: dict[str, float], scale: Scale,
@@ -383,20 +393,23 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
     assert params.style_weight is not None, "params come through with_size_defaults"
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
                                   params.style_weight)
+    content_weights = content_layer_weights(params)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
     if not always_tiled:
         tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
-        return tiled.objective(model, style_loss, content_x, params.content_weight,
+        return tiled.objective(model, style_loss, content_x, content_weights,
                                params.tv_weight, tile)
     with torch.no_grad():
-        content_target = losses.content_target(model(content_x, {CONTENT_LAYER})[CONTENT_LAYER])
-    layers = frozenset(layer_weights) | {CONTENT_LAYER}
+        maps = model(content_x, frozenset(content_weights))
+    content_loss = losses.ContentLoss({k: losses.content_target(f) for k, f in maps.items()},
+                                      content_weights)
+    layers = frozenset(layer_weights) | frozenset(content_weights)
 
     def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x.requires_grad_(True)
         features = model(x, layers)
-        loss = params.content_weight * losses.content_loss(features[CONTENT_LAYER], content_target)
+        loss = content_loss(features)
         loss = loss + style_loss({k: losses.moments(features[k]) for k in layer_weights})
         if params.tv_weight:
             loss = loss + params.tv_weight * losses.tv_loss(x)

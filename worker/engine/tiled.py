@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from shared.memory import tile_step
-from shared.spec import CONTENT_LAYER, TILE_ALIGN
+from shared.spec import TILE_ALIGN
 from worker.engine import losses
 from worker.engine.device import memory_format
 from worker.engine.vgg import VGG19
@@ -156,21 +156,20 @@ def feature_size(height: int, width: int, stride: int) -> tuple[int, int]:
 
 
 def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
-              content_weight: float, tv_weight: float, tile: int) -> Objective:
+              content_weights: Mapping[str, float], tv_weight: float, tile: int) -> Objective:
     """The tiled counterpart of render._objective: `(loss, grad)` of an image the size of
     `content_x`, holding activations of one tile (plus halo) at a time. The image, its
-    gradient and the content target stay on `content_x`'s device, the network's crops on
-    the model's."""
+    gradient and the content targets stay on `content_x`'s device, the network's crops on
+    the model's. `content_weights`: each content layer's weight, content_weight included."""
     device = model_device(model)
-    style_layers = frozenset(style.layer_weights)
-    layers = style_layers | {CONTENT_LAYER}
+    layers = frozenset(style.layer_weights) | frozenset(content_weights)
     strides = layer_strides(model)
     height, width = content_x.shape[-2:]
     grid = grid_for(model, content_x, layers, tile)
     sizes = {k: feature_size(height, width, strides[k]) for k in layers}
-    content = _content_target(model, content_x, grid, strides[CONTENT_LAYER],
-                              sizes[CONTENT_LAYER])
-    norm = content.norm.to(device)
+    targets = {k: _content_target(model, content_x, grid, strides[k], sizes[k], k)
+               for k in content_weights}
+    norms = {k: target.norm.to(device) for k, target in targets.items()}
 
     def owned(t: Tile, features: Mapping[str, torch.Tensor], k: str) -> torch.Tensor:
         return t.owned(features[k], strides[k], sizes[k])
@@ -189,9 +188,11 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
                     part = part + (g_total * m.total).sum()
                 if g_outer is not None:
                     part = part + (g_outer * m.outer).sum()
-            target = losses.ContentTarget(
-                t.place(content.features, strides[CONTENT_LAYER]).to(device), norm)
-            local = content_weight * losses.content_loss(owned(t, features, CONTENT_LAYER), target)
+            content = losses.ContentLoss(
+                {k: losses.ContentTarget(t.place(target.features, strides[k]).to(device),
+                                         norms[k]) for k, target in targets.items()},
+                content_weights)
+            local = content({k: owned(t, features, k) for k in content_weights})
             if tv_weight:
                 local = local + tv_weight * losses.tv_part(
                     crop[..., t.rows.region, t.cols.region],
@@ -205,8 +206,8 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
 
 
 def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], stride: int,
-                    size: tuple[int, int], layer: str = CONTENT_LAYER) -> losses.ContentTarget:
-    """The content layer's map of the whole image, assembled from the tiles' owned parts."""
+                    size: tuple[int, int], layer: str) -> losses.ContentTarget:
+    """A content layer's map of the whole image, assembled from the tiles' owned parts."""
     full = torch.empty((1, model.convs["block" + layer[4:].replace("_", "_conv")].out_channels,
                         *size), dtype=torch.float32, device=content_x.device)
     device = model_device(model)

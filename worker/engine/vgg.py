@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shared.spec import layer_shape
 from worker.engine.device import conv_autocast, conv_dtype, memory_format
 
 __all__ = ["LAYERS", "VGG19", "clear_cache", "layer_shape", "load_vgg", "weights_path"]
@@ -28,12 +29,6 @@ LAYERS: tuple[str, ...] = tuple(
     for block, convs in _BLOCKS
     for name in [f"relu{block}_{i}" for i in range(1, convs + 1)] + [f"pool{block}"]
 )
-
-
-def layer_shape(name: str) -> tuple[int, int]:
-    """(channels, stride in pixels) of a relu layer: how many positions it has per image."""
-    block = int(name[4])
-    return min(64 * 2 ** (block - 1), 512), 2 ** (block - 1)
 
 
 def weights_path() -> str:
