@@ -15,7 +15,7 @@ def test_upgrade_matches_models_and_is_repeatable(database_url: str) -> None:
     assert migrate.current(database_url) is None
     migrate.upgrade(database_url)
     migrate.upgrade(database_url)  # a second call finds nothing to do
-    assert migrate.current(database_url) == migrate.head() == "0002"
+    assert migrate.current(database_url) == migrate.head() == "0003"
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
