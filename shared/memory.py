@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 
 from shared.spec import (
-    CONTENT_LAYER,
     MIN_TILE,
     TILE_ALIGN,
     RenderParams,
     Scale,
+    content_layer_weights,
     layer_shape,
     plan_scales,
     style_long_sides,
@@ -73,8 +73,8 @@ def history_images(params: RenderParams) -> int:
 def content_target_bytes(params: RenderParams) -> int:
     """Bytes per input pixel of the content targets: each content layer's map in fp32
     (relu4_2: 512 channels at stride 8, 32 bytes; relu5_1 adds 8)."""
-    layers = [k for k, v in params.content_layer_weights.items() if v > 0] or [CONTENT_LAYER]
-    return sum(4 * channels // stride**2 for channels, stride in map(layer_shape, layers))
+    return sum(4 * channels // stride**2
+               for channels, stride in map(layer_shape, content_layer_weights(params)))
 
 
 def tile_step(length: int, tile: int) -> int:

@@ -82,6 +82,15 @@ def layer_shape(name: str) -> tuple[int, int]:
     return min(64 * 2 ** (block - 1), 512), 2 ** (block - 1)
 
 
+def content_layer_weights(params: RenderParams) -> dict[str, float]:
+    """Each content layer's weight in the loss, content_weight included (not normalised:
+    adding relu5_1 adds to relu4_2's term, it does not take from it). With none, relu4_2
+    at weight 0: the loss still reaches the image when no style layer is left either."""
+    weights = {k: v * params.content_weight for k, v in params.content_layer_weights.items()
+               if v > 0 and params.content_weight > 0 and k in CONTENT_LAYERS}
+    return weights or {CONTENT_LAYER: 0.0}
+
+
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
     """A dataclass field that also carries its marshmallow field and its help text."""
     if isinstance(default, dict):

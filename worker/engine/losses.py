@@ -286,8 +286,8 @@ class ContentLoss:
     weights: Mapping[str, float]
 
     def __call__(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return sum((weight * content_loss(features[k], self.targets[k])
-                    for k, weight in self.weights.items()), torch.zeros(()))
+        return torch.stack([weight * content_loss(features[k], self.targets[k])
+                            for k, weight in self.weights.items()]).sum()
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

@@ -20,11 +20,10 @@ from torch.nn import functional as F
 
 from shared import memory
 from shared.spec import (
-    CONTENT_LAYER,
-    CONTENT_LAYERS,
     STYLE_LAYERS,
     RenderParams,
     Scale,
+    content_layer_weights,
     output_size,
     plan_scales,
     style_long_sides,
@@ -253,15 +252,6 @@ def style_layer_weights(params: RenderParams) -> dict[str, float]:
     chosen = {k: v for k, v in params.style_layer_weights.items() if v > 0 and k in STYLE_LAYERS}
     total = sum(chosen.values())
     return {k: v / total for k, v in chosen.items()} if total > 0 else {}
-
-
-def content_layer_weights(params: RenderParams) -> dict[str, float]:
-    """Each content layer's weight in the loss, content_weight included (not normalised:
-    adding relu5_1 adds to relu4_2's term, it does not take from it). With none, relu4_2
-    at weight 0: the loss still reaches the image when no style layer is left either."""
-    weights = {k: v * params.content_weight for k, v in params.content_layer_weights.items()
-               if v > 0 and params.content_weight > 0 and k in CONTENT_LAYERS}
-    return weights or {CONTENT_LAYER: 0.0}
 
 
 def scale_layer_weights(params: RenderParams, layer_weights: dict[str, float], scale: Scale,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from shared.memory import tile_step
-from shared.spec import TILE_ALIGN
+from shared.spec import TILE_ALIGN, layer_shape
 from worker.engine import losses
 from worker.engine.device import memory_format
 from worker.engine.vgg import VGG19
@@ -208,8 +208,8 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
 def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], stride: int,
                     size: tuple[int, int], layer: str) -> losses.ContentTarget:
     """A content layer's map of the whole image, assembled from the tiles' owned parts."""
-    full = torch.empty((1, model.convs["block" + layer[4:].replace("_", "_conv")].out_channels,
-                        *size), dtype=torch.float32, device=content_x.device)
+    full = torch.empty((1, layer_shape(layer)[0], *size), dtype=torch.float32,
+                       device=content_x.device)
     device = model_device(model)
     with torch.no_grad():
         for t in grid:
