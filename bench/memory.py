@@ -118,9 +118,20 @@ def child(width: int, height: int, tile: int | None, device: str, image_on_host:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _resident_peak()
     print(json.dumps({"peak": peak, "seconds": seconds}))
+
+
+def _resident_peak() -> int:
+    """This process's own peak resident bytes. Linux's ru_maxrss is no good here: exec keeps
+    the forking parent's high-water mark, so a child forked from a 1.2 GB test process read
+    1.2 GB whatever it used; VmHWM belongs to the exec'd image alone."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def measure(width: int, height: int, tile: int | None, device: str, image_on_host: bool
