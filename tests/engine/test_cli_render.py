@@ -59,6 +59,9 @@ def _one_line_error(result: subprocess.CompletedProcess[str], expected: str) -> 
      "--optimizer: Must be one of: lbfgs, adam"),
     (["content.png", "style.png", "--width", "40"], "--height: width and height must be given"),
     (["content.png", "style.png", "--style-layer-weights", "relu9_9=1"], "--style-layer-weights"),
+    (["content.png", "style.png", "--content-layer-weights", "relu1_1=1"],
+     "--content-layer-weights"),
+    (["content.png", "style.png", "--content-layer-weights", "relu5_1"], "expected LAYER=WEIGHT"),
     (["content.png", "style.png", "--init", "image"], "--init: 'image' needs --init-image"),
     (["content.png", "style.png", "--bogus"], "unrecognized arguments: --bogus"),
 ], ids=lambda value: value if isinstance(value, str) else None)
@@ -88,7 +91,8 @@ def test_render_writes_the_image_with_its_parameters(inputs: Path, tmp_path: Pat
     result = stylefarm("render", str(inputs / "content.png"), str(inputs / "style.png"),
                        str(inputs / "style.png"), "-o", str(out), "--size", "40",
                        "--min-size", "20", "--iterations", "2", "--style-weights", "3", "1",
-                       "--preserve-color", "histogram", "--seed", "5", "-q")
+                       "--preserve-color", "histogram", "--seed", "5",
+                       "--content-layer-weights", "relu4_2=1", "relu5_1=0.5", "-q")
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.size == (40, 30)
@@ -96,8 +100,22 @@ def test_render_writes_the_image_with_its_parameters(inputs: Path, tmp_path: Pat
     assert metadata["params"]["size"] == 40
     assert metadata["params"]["style_weights"] == [3.0, 1.0]
     assert metadata["params"]["preserve_color"] == "histogram"
+    assert metadata["params"]["content_layer_weights"] == {"relu4_2": 1.0, "relu5_1": 0.5}
     assert metadata["styles"] == ["style.png", "style.png"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["result.png"]
+
+
+def test_auto_leaves_the_size_dependent_default_to_the_render() -> None:
+    """`auto` (or `none`) gives null to every field that takes it, a layer dict included;
+    the render fills it in for the output's size."""
+    from cli.main import build_parser
+    from cli.render import params_from_args
+    args = build_parser().parse_args(["render", "c.png", "s.png", "-o", "x.png",
+                                      "--content-layer-weights",
+                                      "auto", "--tile-size", "none", "--style-weight", "auto"])
+    params = params_from_args(args)
+    assert (params.content_layer_weights, params.tile_size, params.style_weight) == (
+        None, None, None)
 
 
 def test_render_shows_progress_and_writes_jpeg(inputs: Path, tmp_path: Path) -> None:

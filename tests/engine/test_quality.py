@@ -10,7 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.spec import MAX_STYLE_SIDE, STYLE_LAYERS, RenderParams, plan_scales, style_long_sides
+from shared.spec import (
+    DEFAULT_CONTENT_LAYER_WEIGHTS,
+    MAX_STYLE_SIDE,
+    STYLE_LAYERS,
+    RenderParams,
+    plan_scales,
+    style_long_sides,
+)
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import losses, quality
 from worker.engine import render as render_module
@@ -37,9 +44,9 @@ def test_default_layer_weights_fall_with_depth_and_sum_to_one() -> None:
 
 def test_a_relu5_1_content_term_keeps_the_contents_deep_features() -> None:
     """content_layer_weights adds relu5_1 to relu4_2's term: the render's relu5_1 map stays
-    nearer the content's (where the painting's objects would show), and the one-layer
-    default is today's loss."""
-    assert render_module.content_layer_weights(RenderParams()) == {"relu4_2": 1.0}
+    nearer the content's (where the painting's objects would show). Weights are the layers'
+    times content_weight; params not yet sized count the large-output default's layers."""
+    assert render_module.content_layer_weights(RenderParams()) == DEFAULT_CONTENT_LAYER_WEIGHTS
     assert render_module.content_layer_weights(
         RenderParams(content_weight=2.0, content_layer_weights={"relu5_1": 0.5})) == {
             "relu5_1": 1.0}
@@ -47,9 +54,9 @@ def test_a_relu5_1_content_term_keeps_the_contents_deep_features() -> None:
         "relu4_2": 0.0}
     content, style = scene(96, 96), checkerboard(96, 96)
     common = {"size": 96, "min_size": 96, "iterations": [30], "style_weight": 300.0}
-    without = _render(content, style, **common)
+    without = _render(content, style, content_layer_weights={"relu4_2": 1.0}, **common)
     with_it = _render(content, style, content_layer_weights={"relu4_2": 1.0, "relu5_1": 2.0},
-                      **common)
+                      anchor_below=0.0, **common)
     model = load_vgg("max", "cpu", "relu5_1")
 
     def relu5_1_distance(image: Image.Image) -> float:
@@ -58,6 +65,27 @@ def test_a_relu5_1_content_term_keeps_the_contents_deep_features() -> None:
         return float(losses.content_loss(out, losses.content_target(ref)))
 
     assert relu5_1_distance(with_it) < 0.85 * relu5_1_distance(without)
+
+
+def test_the_anchor_counts_only_the_photos_empty_positions() -> None:
+    """With empty_below, a position counts where the photo's energy there is under that
+    multiple of the map's mean: a change at a busy position costs nothing, one at an empty
+    position costs what it costs without the mask (the norm stays the whole map's)."""
+    photo = torch.zeros(1, 2, 1, 4)
+    photo[..., 2:] = 3.0  # energies 0, 0, 18, 18; mean 9
+    anchored, plain = losses.content_target(photo, 0.5), losses.content_target(photo)
+    assert anchored.mask is not None and anchored.mask.flatten().tolist() == [1, 1, 0, 0]
+    assert plain.mask is None and float(anchored.norm) == float(plain.norm)
+    busy, empty = photo.clone(), photo.clone()
+    busy[..., 3] += 5.0
+    empty[..., 0] += 5.0
+    assert float(losses.content_loss(busy, anchored)) == 0.0
+    assert float(losses.content_loss(busy, plain)) > 0.0
+    assert float(losses.content_loss(empty, anchored)) == float(losses.content_loss(empty, plain))
+    assert render_module.content_anchors(RenderParams(size=512)) == {"relu5_1": 0.5}
+    assert render_module.content_anchors(RenderParams(anchor_below=0.0)) == {}
+    assert render_module.content_anchors(
+        RenderParams(content_layer_weights={"relu4_2": 1.0})) == {}
 
 
 def test_a_layer_weighted_zero_is_left_out() -> None:

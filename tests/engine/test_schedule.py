@@ -8,6 +8,7 @@ import math
 import pytest
 
 from shared.spec import (
+    DEFAULT_CONTENT_LAYER_WEIGHTS,
     RenderParams,
     default_iterations,
     output_size,
@@ -63,6 +64,23 @@ def test_small_outputs_get_more_style_and_last_scale_iterations_unless_set() -> 
     assert resolved(size=1024, style_loss="wasserstein")[0] == 50.0
     assert resolved(size=1024, style_loss="wasserstein", style_weight=80.0)[0] == 80.0
 
+
+
+def test_the_relu5_1_content_term_fades_out_below_512_px_unless_set() -> None:
+    """From 512 px up the default content layers are relu4_2 and relu5_1; relu5_1 falls
+    linearly to nothing at 256 px; a job's own layers, even relu4_2 alone, stay."""
+    def layers(**kw: object) -> dict[str, float] | None:
+        return with_size_defaults(RenderParams(**kw), 1024, 768).content_layer_weights
+
+    full = DEFAULT_CONTENT_LAYER_WEIGHTS
+    assert set(full) == {"relu4_2", "relu5_1"}
+    assert layers(size=512) == layers(size=3840) == full
+    assert layers(size=384) == {"relu4_2": 1.0, "relu5_1": pytest.approx(full["relu5_1"] / 2)}
+    assert layers(size=256) == layers(size=128) == {"relu4_2": 1.0}
+    assert layers(size=1024, content_layer_weights={"relu4_2": 1.0}) == {"relu4_2": 1.0}
+    assert layers(size=256, style_weight=50.0, content_layer_weights={"relu5_1": 2.0}) == {
+        "relu5_1": 2.0}
+    assert RenderParams.from_dict({"content_layer_weights": None}).content_layer_weights is None
 
 def test_default_iterations_favour_coarse_scales() -> None:
     plan = plan_scales(RenderParams(size=512, min_size=128), 512, 512)

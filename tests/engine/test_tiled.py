@@ -66,7 +66,9 @@ def test_tiles_own_every_position_once() -> None:
     {"style_loss": "gram", "preserve_color": "luminance", "two": True},
     {"style_loss": "gram", "content_layer_weights": {"relu4_2": 1.0, "relu5_1": 0.3}},
     {"style_loss": "wasserstein", "content_layer_weights": {"relu3_1": 0.5, "relu5_1": 2.0},
-     "content_weight": 3.0},
+     "content_weight": 3.0, "anchor_below": 0.0},
+    {"style_loss": "gram", "content_layer_weights": {"relu4_2": 1.0, "relu5_1": 1.0},
+     "anchor_below": 1.5},
 ])
 def test_tiled_gradient_equals_untiled(case: dict) -> None:
     case = dict(case)

@@ -265,16 +265,26 @@ class StyleLoss:
 class ContentTarget:
     features: torch.Tensor
     norm: torch.Tensor  # ‖F(content)‖²
+    mask: torch.Tensor | None = None  # (1, 1, H, W): the positions that count; None: all
 
 
-def content_target(features: torch.Tensor) -> ContentTarget:
+def content_target(features: torch.Tensor, empty_below: float = 0.0) -> ContentTarget:
+    """With `empty_below` > 0, only the photo's empty positions count: those whose energy
+    ‖F(p)‖² is under `empty_below` × the map's mean. A deep layer anchored there keeps the
+    painting's objects out of the sky and water, and leaves the busy parts, a town's
+    houses, free to take the strokes (the norm stays the whole map's, so weights compare)."""
     features = features.float()
-    return ContentTarget(features, features.square().sum())
+    energy = features.square().sum(dim=-3, keepdim=True)
+    mask = (energy < empty_below * energy.mean()).float() if empty_below > 0 else None
+    return ContentTarget(features, energy.sum(), mask)
 
 
 def content_loss(features: torch.Tensor, target: ContentTarget) -> torch.Tensor:
-    """‖F − F(content)‖² / ‖F(content)‖²."""
-    return (features.float() - target.features).square().sum() / target.norm
+    """‖M ⊙ (F − F(content))‖² / ‖F(content)‖², M the target's mask (1 everywhere if none)."""
+    squared = (features.float() - target.features).square()
+    if target.mask is not None:
+        squared = squared * target.mask
+    return squared.sum() / target.norm
 
 
 @dataclass

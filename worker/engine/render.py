@@ -23,6 +23,7 @@ from shared.spec import (
     STYLE_LAYERS,
     RenderParams,
     Scale,
+    content_anchors,
     content_layer_weights,
     output_size,
     plan_scales,
@@ -384,16 +385,18 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
     style_loss = losses.StyleLoss(style_distance, style_targets, blend, layer_weights,
                                   params.style_weight)
     content_weights = content_layer_weights(params)
+    anchors = content_anchors(params)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
     if not always_tiled:
         tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, content_weights,
-                               params.tv_weight, tile)
+                               params.tv_weight, tile, anchors)
     with torch.no_grad():
         maps = model(content_x, frozenset(content_weights))
-    content_loss = losses.ContentLoss({k: losses.content_target(f) for k, f in maps.items()},
-                                      content_weights)
+    content_loss = losses.ContentLoss(
+        {k: losses.content_target(f, anchors.get(k, 0.0)) for k, f in maps.items()},
+        content_weights)
     layers = frozenset(layer_weights) | frozenset(content_weights)
 
     def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

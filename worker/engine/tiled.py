@@ -156,18 +156,23 @@ def feature_size(height: int, width: int, stride: int) -> tuple[int, int]:
 
 
 def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
-              content_weights: Mapping[str, float], tv_weight: float, tile: int) -> Objective:
+              content_weights: Mapping[str, float], tv_weight: float, tile: int,
+              anchors: Mapping[str, float] | None = None) -> Objective:
     """The tiled counterpart of render._objective: `(loss, grad)` of an image the size of
     `content_x`, holding activations of one tile (plus halo) at a time. The image, its
     gradient and the content targets stay on `content_x`'s device, the network's crops on
-    the model's. `content_weights`: each content layer's weight, content_weight included."""
+    the model's. `content_weights`: each content layer's weight, content_weight included;
+    `anchors`: the layers that count only the photo's empty positions (spec.content_anchors),
+    found on the whole map, so every tile uses the same mask."""
     device = model_device(model)
     layers = frozenset(style.layer_weights) | frozenset(content_weights)
     strides = layer_strides(model)
     height, width = content_x.shape[-2:]
     grid = grid_for(model, content_x, layers, tile)
     sizes = {k: feature_size(height, width, strides[k]) for k in layers}
-    targets = {k: _content_target(model, content_x, grid, strides[k], sizes[k], k)
+    anchors = anchors or {}
+    targets = {k: _content_target(model, content_x, grid, strides[k], sizes[k], k,
+                                  anchors.get(k, 0.0))
                for k in content_weights}
     norms = {k: target.norm.to(device) for k, target in targets.items()}
 
@@ -189,8 +194,8 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
                 if g_outer is not None:
                     part = part + (g_outer * m.outer).sum()
             content = losses.ContentLoss(
-                {k: losses.ContentTarget(t.place(target.features, strides[k]).to(device),
-                                         norms[k]) for k, target in targets.items()},
+                {k: _tile_target(t, target, strides[k], norms[k], device)
+                 for k, target in targets.items()},
                 content_weights)
             local = content({k: owned(t, features, k) for k in content_weights})
             if tv_weight:
@@ -205,8 +210,16 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
     return evaluate
 
 
+def _tile_target(t: Tile, target: losses.ContentTarget, stride: int, norm: torch.Tensor,
+                 device: torch.device) -> losses.ContentTarget:
+    """A tile's owned part of a content target, with the whole image's norm and mask."""
+    mask = None if target.mask is None else t.place(target.mask, stride).to(device)
+    return losses.ContentTarget(t.place(target.features, stride).to(device), norm, mask)
+
+
 def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], stride: int,
-                    size: tuple[int, int], layer: str) -> losses.ContentTarget:
+                    size: tuple[int, int], layer: str, empty_below: float = 0.0
+                    ) -> losses.ContentTarget:
     """A content layer's map of the whole image, assembled from the tiles' owned parts."""
     full = torch.empty((1, layer_shape(layer)[0], *size), dtype=torch.float32,
                        device=content_x.device)
@@ -215,7 +228,7 @@ def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], str
         for t in grid:
             features = model(t.crop_to(content_x, device), {layer})[layer]
             t.place(full, stride).copy_(t.owned(features, stride, size))
-    return losses.content_target(full)
+    return losses.content_target(full, empty_below)
 
 
 def moments(model: VGG19, x: torch.Tensor, layers: frozenset[str], tile: int
