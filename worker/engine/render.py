@@ -391,7 +391,7 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
         tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, content_weights,
-                               params.tv_weight, tile, anchors)
+                               params.tv_weight, tile, anchors=anchors)
     with torch.no_grad():
         maps = model(content_x, frozenset(content_weights))
     content_loss = losses.ContentLoss(
