@@ -180,10 +180,11 @@ class RenderParams:
         mf.Dict(keys=mf.String(validate=validate.OneOf(CONTENT_LAYERS)),
                 values=mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True),
         "weight of each content layer (relu3_1, relu4_1, relu4_2, relu5_1), times "
-        "content_weight; layers left out weigh 0. null (CLI: auto): relu4_2 1 and relu5_1 "
-        "0.3 from 512 px up, relu5_1 fading to 0 at 256 px (see smallness); the relu5_1 "
-        "term keeps the painting's objects, star rings or a face, out of the content's sky "
-        "and water")
+        "content_weight; layers left out weigh 0. null (CLI: auto): "
+        + " and ".join(f"{k} {v:g}" for k, v in DEFAULT_CONTENT_LAYER_WEIGHTS.items())
+        + f" from 512 px up, {ANCHOR_LAYER} fading to 0 at 256 px (see smallness); the "
+        f"{ANCHOR_LAYER} term (see anchor_below) keeps the painting's objects, star rings or "
+        "a face, out of the content's sky and water")
     anchor_below: float = _param(
         ANCHOR_BELOW, mf.Float(validate=validate.Range(0.0, 1e3)),
         "the relu5_1 content term counts only where the photo's relu5_1 energy is under this "
