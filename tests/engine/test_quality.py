@@ -13,6 +13,7 @@ from PIL import Image
 from shared.spec import (
     DEFAULT_CONTENT_LAYER_WEIGHTS,
     MAX_STYLE_SIDE,
+    SMALL_LAYER_WEIGHTS,
     STYLE_LAYERS,
     RenderParams,
     plan_scales,
@@ -35,11 +36,15 @@ def _render(content: Image.Image, style: Image.Image, **params: object) -> Image
 
 
 def test_default_layer_weights_fall_with_depth_and_sum_to_one() -> None:
-    weights = style_layer_weights(RenderParams())
-    assert list(weights) == list(STYLE_LAYERS)
-    assert sum(weights.values()) == pytest.approx(1.0)
-    ordered = [weights[k] for k in STYLE_LAYERS]
-    assert all(a > b for a, b in itertools.pairwise(ordered))
+    """Unsized params count the weights from 512 px up (relu4_1 level with relu3_1); a
+    small output's fall strictly with depth."""
+    for own, fall in ((None, lambda a, b: a >= b), (SMALL_LAYER_WEIGHTS, lambda a, b: a > b)):
+        weights = style_layer_weights(RenderParams(style_layer_weights=own))
+        assert list(weights) == list(STYLE_LAYERS)
+        assert sum(weights.values()) == pytest.approx(1.0)
+        ordered = [weights[k] for k in STYLE_LAYERS]
+        assert all(fall(a, b) for a, b in itertools.pairwise(ordered))
+        assert ordered[0] > ordered[-1]
 
 
 def test_a_relu5_1_content_term_keeps_the_contents_deep_features() -> None:

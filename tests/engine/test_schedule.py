@@ -9,6 +9,8 @@ import pytest
 
 from shared.spec import (
     DEFAULT_CONTENT_LAYER_WEIGHTS,
+    DEFAULT_LAYER_WEIGHTS,
+    SMALL_LAYER_WEIGHTS,
     RenderParams,
     default_iterations,
     output_size,
@@ -75,12 +77,30 @@ def test_the_relu5_1_content_term_fades_out_below_512_px_unless_set() -> None:
     full = DEFAULT_CONTENT_LAYER_WEIGHTS
     assert set(full) == {"relu4_2", "relu5_1"}
     assert layers(size=512) == layers(size=3840) == full
-    assert layers(size=384) == {"relu4_2": 1.0, "relu5_1": pytest.approx(full["relu5_1"] / 2)}
+    assert layers(size=384) == {"relu4_2": pytest.approx((full["relu4_2"] + 1.0) / 2),
+                                "relu5_1": pytest.approx(full["relu5_1"] / 2)}
     assert layers(size=256) == layers(size=128) == {"relu4_2": 1.0}
     assert layers(size=1024, content_layer_weights={"relu4_2": 1.0}) == {"relu4_2": 1.0}
     assert layers(size=256, style_weight=50.0, content_layer_weights={"relu5_1": 2.0}) == {
         "relu5_1": 2.0}
     assert RenderParams.from_dict({"content_layer_weights": None}).content_layer_weights is None
+
+
+def test_relu4_1_weighs_like_relu3_1_from_512_px_and_falls_back_below_unless_set() -> None:
+    """From 512 px up relu4_1 weighs as much as relu3_1 (the anchor holds the copying it
+    would bring); it falls linearly to a quarter of that at 256 px, the weights that keep a
+    small output's coarse pass from copying; a job's own weights stay."""
+    def weights(**kw: object) -> dict[str, float] | None:
+        return with_size_defaults(RenderParams(**kw), 1024, 768).style_layer_weights
+
+    assert weights(size=512) == weights(size=3840) == DEFAULT_LAYER_WEIGHTS
+    assert DEFAULT_LAYER_WEIGHTS["relu4_1"] == DEFAULT_LAYER_WEIGHTS["relu3_1"]
+    assert weights(size=256) == weights(size=128) == SMALL_LAYER_WEIGHTS
+    assert SMALL_LAYER_WEIGHTS["relu4_1"] == SMALL_LAYER_WEIGHTS["relu3_1"] / 4
+    assert weights(size=384)["relu4_1"] == pytest.approx(10.0)
+    own = {"relu1_1": 1.0, "relu5_1": 3.0}
+    assert weights(size=1024, style_layer_weights=own) == own
+    assert RenderParams.from_dict({"style_layer_weights": None}).style_layer_weights is None
 
 def test_default_iterations_favour_coarse_scales() -> None:
     plan = plan_scales(RenderParams(size=512, min_size=128), 512, 512)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from shared import memory
 from shared.spec import (
+    DEFAULT_LAYER_WEIGHTS,
     STYLE_LAYERS,
     RenderParams,
     Scale,
@@ -249,8 +250,12 @@ def style_blend(weights: Sequence[float] | None, n_styles: int) -> list[float]:
 
 
 def style_layer_weights(params: RenderParams) -> dict[str, float]:
-    """Non-zero layer weights normalised to sum 1, so style_weight alone sets the balance."""
-    chosen = {k: v for k, v in params.style_layer_weights.items() if v > 0 and k in STYLE_LAYERS}
+    """Non-zero layer weights normalised to sum 1, so style_weight alone sets the balance.
+    Null (params not through with_size_defaults): the defaults from 512 px up."""
+    own = params.style_layer_weights
+    if own is None:
+        own = DEFAULT_LAYER_WEIGHTS
+    chosen = {k: v for k, v in own.items() if v > 0 and k in STYLE_LAYERS}
     total = sum(chosen.values())
     return {k: v / total for k, v in chosen.items()} if total > 0 else {}
 
