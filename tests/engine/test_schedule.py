@@ -98,6 +98,8 @@ def test_relu4_1_weighs_like_relu3_1_from_512_px_and_falls_back_below_unless_set
     assert weights(size=256) == weights(size=128) == SMALL_LAYER_WEIGHTS
     assert SMALL_LAYER_WEIGHTS["relu4_1"] == SMALL_LAYER_WEIGHTS["relu3_1"] / 4
     assert weights(size=384)["relu4_1"] == pytest.approx(10.0)
+    assert weights(size=384)["relu5_1"] == pytest.approx(
+        (DEFAULT_LAYER_WEIGHTS["relu5_1"] + SMALL_LAYER_WEIGHTS["relu5_1"]) / 2)
     own = {"relu1_1": 1.0, "relu5_1": 3.0}
     assert weights(size=1024, style_layer_weights=own) == own
     assert RenderParams.from_dict({"style_layer_weights": None}).style_layer_weights is None
