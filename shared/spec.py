@@ -220,7 +220,7 @@ class RenderParams:
         "weight of each style layer (relu1_1 ... relu5_1), normalised to sum 1; layers left "
         "out weigh 0. null (CLI: auto): "
         + ":".join(f"{v:g}" for v in DEFAULT_LAYER_WEIGHTS.values())
-        + " from 512 px up, relu4_1 falling to "
+        + " from 512 px up, falling linearly to "
         + ":".join(f"{v:g}" for v in SMALL_LAYER_WEIGHTS.values()) + " at 256 px")
     min_positions_per_channel: float = _param(
         4.0, mf.Float(validate=validate.Range(0.0, 1e6)),

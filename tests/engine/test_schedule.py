@@ -86,10 +86,11 @@ def test_the_relu5_1_content_term_fades_out_below_512_px_unless_set() -> None:
     assert RenderParams.from_dict({"content_layer_weights": None}).content_layer_weights is None
 
 
-def test_relu4_1_weighs_like_relu3_1_from_512_px_and_falls_back_below_unless_set() -> None:
-    """From 512 px up relu4_1 weighs as much as relu3_1 (the anchor holds the copying it
-    would bring); it falls linearly to a quarter of that at 256 px, the weights that keep a
-    small output's coarse pass from copying; a job's own weights stay."""
+def test_deep_style_layers_weigh_more_from_512_px_and_fall_back_below_unless_set() -> None:
+    """From 512 px up relu4_1 weighs as much as relu3_1 and relu5_1 1.5x its small weight
+    (the anchor holds the copying they would bring); both fall linearly to the small
+    weights at 256 px, those that keep a small output's coarse pass from copying; a job's
+    own weights stay."""
     def weights(**kw: object) -> dict[str, float] | None:
         return with_size_defaults(RenderParams(**kw), 1024, 768).style_layer_weights
 
