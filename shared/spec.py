@@ -45,6 +45,18 @@ CONTENT_LAYERS = ("relu3_1", "relu4_1", "relu4_2", "relu5_1")
 # what relu5_1's style weight of 1.5 adds (a dark ring beside Golden Gate's far tower on
 # Golden Gate x Matisse: copying 0.005 at 2 -> 0.000).
 ANCHOR_LAYER = "relu5_1"
+# The copy term (worker/engine/losses.CopyLoss) reads this layer: the one that sees objects,
+# eyes and hats, not strokes. A position costs loss from this cosine similarity to one of
+# the painting's on, below the quality meter's 0.7, so a star ring is undone before it is
+# clear enough to meet the meter. At 512 px (README, Picture quality, eighth round), 0.6
+# left the ring beside Golden Gate's far tower visible, 0.5 removed it but cost Tübingen x
+# Starry Night's style its lead on the published render (0.0843 against 0.0843); 0.55
+# leaves a faint arc and keeps every lead. Weight 30 (10 and 20 left the ring). At 256 px
+# the coarse pass already keeps copying under pastiche's, so it fades out there, as the
+# anchor does (`smallness`).
+COPY_LAYER = "relu5_1"
+COPY_THRESHOLD = 0.55
+COPY_WEIGHT = 30.0
 ANCHOR_BELOW = 0.5
 DEFAULT_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.2, ANCHOR_LAYER: 3.0}
 SMALL_CONTENT_LAYER_WEIGHTS = {CONTENT_LAYER: 1.0}
@@ -200,6 +212,13 @@ class RenderParams:
         "the relu5_1 content term counts only where the photo's relu5_1 energy is under this "
         "multiple of its mean: the empty sky and water where the painting's objects land, "
         "not the houses that should take its strokes; 0: everywhere")
+    copy_weight: float | None = _param(
+        None, mf.Float(allow_none=True, validate=validate.Range(0.0, 1e9)),
+        f"weight of the copy term: it costs loss wherever the picture's {COPY_LAYER} feature "
+        f"comes within cosine {COPY_THRESHOLD:g} of one of the painting's, so its objects "
+        f"(a star, a face) are not drawn whole; needs {COPY_LAYER} among the style layers; "
+        f"0: off. null (CLI: auto): {COPY_WEIGHT:g} from 512 px up, fading to 0 at 256 px "
+        "(see smallness)")
     style_weight: float | None = _param(
         None, mf.Float(allow_none=True, validate=validate.Range(0.0, 1e9)),
         "weight of the style loss; null (CLI: auto): 100 from 512 px up, rising to 200 at "
@@ -377,7 +396,8 @@ def smallness(long_side: int) -> float:
 def with_size_defaults(params: RenderParams, content_width: int,
                        content_height: int) -> RenderParams:
     """`params` with the size-dependent defaults it left null filled in: the style weight,
-    the content layers and the style layers. What the job set, it keeps."""
+    the content layers, the style layers and the copy term's weight. What the job set, it
+    keeps."""
     t = smallness(max(output_size(params, content_width, content_height)))
     weight = params.style_weight
     if weight is None:
@@ -390,8 +410,11 @@ def with_size_defaults(params: RenderParams, content_width: int,
     style_layers = params.style_layer_weights
     if style_layers is None:
         style_layers = _blend(DEFAULT_LAYER_WEIGHTS, SMALL_LAYER_WEIGHTS, t)
+    copy_weight = params.copy_weight
+    if copy_weight is None:
+        copy_weight = COPY_WEIGHT * (1 - t)
     return replace(params, style_weight=weight, content_layer_weights=layers,
-                   style_layer_weights=style_layers)
+                   style_layer_weights=style_layers, copy_weight=copy_weight)
 
 
 def _blend(large: dict[str, float], small: dict[str, float], t: float) -> dict[str, float]:

@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from shared.spec import (
+    COPY_THRESHOLD,
+    COPY_WEIGHT,
     DEFAULT_CONTENT_LAYER_WEIGHTS,
     MAX_STYLE_SIDE,
     SMALL_LAYER_WEIGHTS,
@@ -18,6 +20,7 @@ from shared.spec import (
     RenderParams,
     plan_scales,
     style_long_sides,
+    with_size_defaults,
 )
 from tests.engine.patterns import checkerboard, noise, scene, stripes
 from worker.engine import losses, quality
@@ -276,3 +279,49 @@ def test_copying_meter_separates_a_copied_picture_from_an_original_one() -> None
     assert quality.copying(stripes(128, 96, period=10), style) < 0.1
     assert quality.copying(noise(128, 96, seed=7), style) < 0.05
     assert quality.copying(style, style) > 0.9
+
+
+def test_the_copy_term_costs_only_near_duplicates_of_the_paintings_features() -> None:
+    """A position counts from cosine COPY_THRESHOLD to its nearest style vector on, squared
+    past it; one unlike every style vector costs nothing and gets no gradient; a step
+    against the gradient moves a copy away."""
+    units = torch.eye(4)[:3]  # the painting's vectors: e0, e1, e2
+    features = torch.zeros(1, 4, 1, 3)
+    features[0, :, 0, 0] = torch.tensor([2.0, 0.0, 0.0, 0.0])  # a copy of e0: cosine 1
+    features[0, :, 0, 1] = torch.tensor([1.0, 0.0, 0.0, 1.0])  # cosine 0.707 to e0
+    features[0, :, 0, 2] = torch.tensor([0.0, 0.0, 0.0, 5.0])  # like none of them
+    copy = losses.CopyLoss(units, weight=30.0, threshold=COPY_THRESHOLD, positions=3)
+    features.requires_grad_(True)
+    loss = copy(features)
+    expected = 30.0 * ((1 - COPY_THRESHOLD) ** 2 + (0.5**0.5 - COPY_THRESHOLD) ** 2) / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    (grad,) = torch.autograd.grad(loss, features)
+    assert float(grad[..., 2].abs().max()) == 0.0 and float(grad[..., 1].abs().max()) > 0
+    assert float(copy(features.detach() - 0.1 * grad)) < float(loss)
+    assert losses.unit_vectors(features.detach(), max_count=2).shape == (2, 4)  # every 2nd
+
+
+def test_the_copy_term_keeps_a_render_from_keeping_the_painting() -> None:
+    """Started from the painting itself, a render without the copy term keeps it (every
+    relu5_1 position within the copying meter's similarity of the painting's), and one
+    with it undoes nearly all of that; the term is off at copy_weight 0, where relu5_1 is
+    not a style layer, and by default at 256 px and below."""
+    style = _painting(96, 96)
+    common = {"size": 96, "min_size": 96, "iterations": [25], "init": "image", "seed": 0}
+
+    def rendered(**params: object) -> Image.Image:
+        spec = RenderSpec(scene(96, 96), [style], RenderParams.from_dict({**common, **params}),
+                          init_image=style)
+        return render(spec, device="cpu")
+
+    kept, undone = rendered(copy_weight=0.0), rendered(copy_weight=300.0)
+    with torch.no_grad():
+        painting = quality.features(style, 96)
+        near = [quality.copied_fraction(quality.features(im, 96), painting)
+                for im in (kept, undone)]
+    assert near[0] > 0.9 and near[1] < 0.1, near
+    assert not render_module._copies_checked(RenderParams(copy_weight=0.0), {"relu5_1": 1.0})
+    assert not render_module._copies_checked(RenderParams(copy_weight=30.0), {"relu4_1": 1.0})
+    sized = [with_size_defaults(RenderParams(size=side), side, side).copy_weight
+             for side in (1024, 512, 384, 256, 128)]
+    assert sized == [COPY_WEIGHT, COPY_WEIGHT, COPY_WEIGHT / 2, 0.0, 0.0]

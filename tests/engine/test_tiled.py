@@ -3,6 +3,8 @@ render the untiled render's picture: on sizes that do not divide into tiles."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,22 @@ def test_tiled_gradient_equals_untiled(case: dict) -> None:
     scale = float(grad.abs().max())
     assert scale > 0
     assert float((tiled_grad - grad).abs().max()) <= 1e-4 * scale
+    assert float(tiled_loss) == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_tiled_copy_term_equals_untiled() -> None:
+    """With the painting itself as the picture, the copy term counts at nearly every
+    relu5_1 position; summed tile by tile it gives the whole image's loss and gradient."""
+    picture = noise(200, 136, seed=3)
+    params = RenderParams.from_dict({"width": 200, "height": 136, "min_size": 200,
+                                     "iterations": [1], "copy_weight": 30.0})
+    without = replace(params, copy_weight=0.0)
+    x = to_tensor(picture)
+    (loss, grad), (tiled_loss, tiled_grad) = (
+        objective(x.clone()) for objective in _objectives(params, scene(200, 136), [picture], 64))
+    plain, _ = _objectives(without, scene(200, 136), [picture], 64)
+    assert float(loss) > float(plain(x.clone())[0]) + 1.0  # the term is there, and large
+    assert float((tiled_grad - grad).abs().max()) <= 1e-4 * float(grad.abs().max())
     assert float(tiled_loss) == pytest.approx(float(loss), rel=1e-5)
 
 

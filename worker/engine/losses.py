@@ -258,6 +258,49 @@ class StyleLoss:
         return sum(terms[1:], terms[0]) if terms else torch.zeros(())
 
 
+# ------------------------------------------------------------------------------ copying
+
+# Output positions compared with the style's vectors at a time: a (4096, N) block of
+# similarities, N the style's vectors (at most MAX_COPY_VECTORS).
+_COPY_CHUNK = 4096
+MAX_COPY_VECTORS = 8192
+
+
+def unit_vectors(features: torch.Tensor, max_count: int = MAX_COPY_VECTORS) -> torch.Tensor:
+    """The (N, C) unit feature vectors of a (1, C, H, W) map: every k-th position when it
+    has more than `max_count`, so the comparison's memory is bounded at any style size."""
+    flat = features.float().flatten(2)[0].T
+    step = -(-flat.shape[0] // max_count)
+    return torch.nn.functional.normalize(flat[::step], dim=1)
+
+
+@dataclass
+class CopyLoss:
+    """weight × Σ_p relu(cos(F(p), its nearest style vector) − threshold)² / positions.
+
+    The style statistics are met as well by drawing the painting's objects (Van Gogh's
+    star, Matisse's face) as by re-arranging its strokes, and the optimiser finds the
+    objects: they match the deep layers at once. Only a drawn object puts near-duplicates
+    of the painting's relu5_1 vectors in the picture; strokes re-arranged over a new scene
+    do not come near any one of them, so this term is zero on them and leaves the style
+    alone where nothing is copied. A sum over positions like the content term, so the tiled
+    objective adds it up tile by tile (`positions`: the whole output's)."""
+
+    units: torch.Tensor  # (N, C) unit relu5_1 vectors of the styles at this scale
+    weight: float
+    threshold: float
+    positions: int
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        flat = torch.nn.functional.normalize(features.float().flatten(2)[0].T, dim=1)
+        with torch.no_grad():  # which style vector is nearest: a choice, not differentiated
+            nearest = torch.cat([(block @ self.units.T).argmax(dim=1)
+                                 for block in flat.split(_COPY_CHUNK)])
+        similarity = (flat * self.units[nearest]).sum(dim=1)
+        excess = torch.relu(similarity - self.threshold)
+        return self.weight * excess.square().sum() / self.positions
+
+
 # -------------------------------------------------------------------- content and smoothness
 
 

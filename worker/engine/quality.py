@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from shared.spec import CONTENT_LAYER, STYLE_LAYERS
+from shared.spec import CONTENT_LAYER, COPY_LAYER, STYLE_LAYERS
 from worker.engine import losses
 from worker.engine.images import fit_long_side, resize, to_tensor
 from worker.engine.vgg import load_vgg
 
 EVAL_SIZE = 512
-COPY_LAYER = "relu5_1"
 COPY_SIMILARITY = 0.7
 COPY_SIZES = (256, 512)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable, Hashable, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,8 @@ from torch.nn import functional as F
 
 from shared import memory
 from shared.spec import (
+    COPY_LAYER,
+    COPY_THRESHOLD,
     DEFAULT_LAYER_WEIGHTS,
     STYLE_LAYERS,
     RenderParams,
@@ -319,7 +321,10 @@ def _previewer(x: torch.Tensor, finish: Callable[[torch.Tensor], Image.Image]
 # ------------------------------------------------------------------------ per scale
 
 
-StyleTargets = dict[str, Any]  # layer name -> losses.GramTarget or losses.GaussianTarget
+# layer name -> losses.GramTarget or losses.GaussianTarget; COPY_UNITS -> the style's unit
+# COPY_LAYER vectors (losses.unit_vectors) when the render checks for copies.
+StyleTargets = dict[str, Any]
+COPY_UNITS = "copy_units"
 
 
 def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side: int,
@@ -338,11 +343,14 @@ def _style_targets(model: VGG19, params: RenderParams, scale: Scale, final_side:
     targets = []
     for index, style in enumerate(styles):
         key = ((style_ids[index], tuple(sides), params.style_loss, params.pooling,
-                tuple(sorted(layer_weights)), str(device)) if cacheable else None)
+                tuple(sorted(layer_weights)), _copies_checked(params, layer_weights), str(device))
+               if cacheable else None)
         found = cache.get(key) if cache is not None and key is not None else None
         if found is None:
             stats = _style_moments(model, style, sides, frozenset(layer_weights), device, tile)
             found = {k: make_target(m) for k, m in stats.items()}
+            if _copies_checked(params, layer_weights):
+                found[COPY_UNITS] = _style_units(model, style, sides, device, tile)
             if cache is not None and key is not None:
                 cache[key] = found
         targets.append(found)
@@ -372,6 +380,39 @@ def _style_moments(model: VGG19, style: Image.Image, sides: Sequence[int],
             for k in per_size[0]}
 
 
+def _copies_checked(params: RenderParams, layer_weights: Mapping[str, float]) -> bool:
+    """The copy term needs COPY_LAYER, which the network then computes anyway."""
+    return bool(params.copy_weight) and COPY_LAYER in layer_weights
+
+
+def _style_units(model: VGG19, style: Image.Image, sides: Sequence[int],
+                 device: torch.device, tile: int | None = None) -> torch.Tensor:
+    """The style's COPY_LAYER vectors at each of its sizes, as unit vectors: what a copied
+    object in the picture would nearly repeat."""
+    inner = trim_margin(style, STYLE_MARGIN)
+    units = []
+    with torch.no_grad():
+        for side in sides:
+            style_x = to_tensor(resize(inner, fit_long_side(*inner.size, side)), device)
+            size_tile = tiled.needed(tile, *style_x.shape[-2:])
+            features = (model(style_x, {COPY_LAYER})[COPY_LAYER] if size_tile is None
+                        else tiled.feature_map(model, style_x, COPY_LAYER, size_tile))
+            units.append(losses.unit_vectors(features,
+                                             losses.MAX_COPY_VECTORS // len(sides)))
+    return torch.cat(units)
+
+
+def _copy_loss(params: RenderParams, scale: Scale, style_targets: Sequence[StyleTargets]
+               ) -> losses.CopyLoss | None:
+    """The copy term of this scale, over every style's vectors (a copy of any one counts)."""
+    units = [targets[COPY_UNITS] for targets in style_targets if COPY_UNITS in targets]
+    if not units:
+        return None
+    rows, cols = tiled.feature_size(scale.height, scale.width, layer_shape(COPY_LAYER)[1])
+    assert params.copy_weight is not None, "params come through with_size_defaults"
+    return losses.CopyLoss(torch.cat(units), params.copy_weight, COPY_THRESHOLD, rows * cols)
+
+
 def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.Image,
                style_targets: Sequence[StyleTargets], blend: Sequence[float],
                layer_weights: dict[str, float], device: torch.device, tile: int | None = None,
@@ -391,24 +432,29 @@ def _objective(model: VGG19, params: RenderParams, scale: Scale, content: Image.
                                   params.style_weight)
     content_weights = content_layer_weights(params)
     anchors = content_anchors(params)
+    copy_loss = _copy_loss(params, scale, style_targets)
     content_x = to_tensor(resize(content, (scale.width, scale.height)), device)
     if not always_tiled:
         tile = tiled.needed(tile, scale.height, scale.width)
     if tile is not None:
         return tiled.objective(model, style_loss, content_x, content_weights,
-                               params.tv_weight, tile, anchors=anchors)
+                               params.tv_weight, tile, anchors=anchors, copy=copy_loss)
     with torch.no_grad():
         maps = model(content_x, frozenset(content_weights))
     content_loss = losses.ContentLoss(
         {k: losses.content_target(f, anchors.get(k, 0.0)) for k, f in maps.items()},
         content_weights)
     layers = frozenset(layer_weights) | frozenset(content_weights)
+    if copy_loss is not None:
+        layers |= {COPY_LAYER}
 
     def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x.requires_grad_(True)
         features = model(x, layers)
         loss = content_loss(features)
         loss = loss + style_loss({k: losses.moments(features[k]) for k in layer_weights})
+        if copy_loss is not None:
+            loss = loss + copy_loss(features[COPY_LAYER])
         if params.tv_weight:
             loss = loss + params.tv_weight * losses.tv_loss(x)
         (grad,) = torch.autograd.grad(loss, x)

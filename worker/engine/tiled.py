@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from shared.memory import tile_step
-from shared.spec import TILE_ALIGN, layer_shape
+from shared.spec import COPY_LAYER, TILE_ALIGN, layer_shape
 from worker.engine import losses
 from worker.engine.device import memory_format
 from worker.engine.vgg import VGG19
@@ -157,15 +157,19 @@ def feature_size(height: int, width: int, stride: int) -> tuple[int, int]:
 
 def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
               content_weights: Mapping[str, float], tv_weight: float, tile: int,
-              anchors: Mapping[str, float] | None = None) -> Objective:
+              anchors: Mapping[str, float] | None = None,
+              copy: losses.CopyLoss | None = None) -> Objective:
     """The tiled counterpart of render._objective: `(loss, grad)` of an image the size of
     `content_x`, holding activations of one tile (plus halo) at a time. The image, its
     gradient and the content targets stay on `content_x`'s device, the network's crops on
     the model's. `content_weights`: each content layer's weight, content_weight included;
     `anchors`: the layers that count only the photo's empty positions (spec.content_anchors),
-    found on the whole map, so every tile uses the same mask."""
+    found on the whole map, so every tile uses the same mask; `copy`: the copy term, a sum
+    over COPY_LAYER's owned positions like the content term."""
     device = model_device(model)
     layers = frozenset(style.layer_weights) | frozenset(content_weights)
+    if copy is not None:
+        layers |= {COPY_LAYER}
     strides = layer_strides(model)
     height, width = content_x.shape[-2:]
     grid = grid_for(model, content_x, layers, tile)
@@ -198,6 +202,8 @@ def objective(model: VGG19, style: losses.StyleLoss, content_x: torch.Tensor,
                  for k, target in targets.items()},
                 content_weights)
             local = content({k: owned(t, features, k) for k in content_weights})
+            if copy is not None:
+                local = local + copy(owned(t, features, COPY_LAYER))
             if tv_weight:
                 local = local + tv_weight * losses.tv_part(
                     crop[..., t.rows.region, t.cols.region],
@@ -221,14 +227,29 @@ def _content_target(model: VGG19, content_x: torch.Tensor, grid: list[Tile], str
                     size: tuple[int, int], layer: str, empty_below: float = 0.0
                     ) -> losses.ContentTarget:
     """A content layer's map of the whole image, assembled from the tiles' owned parts."""
+    return losses.content_target(_assemble(model, content_x, grid, stride, size, layer),
+                                 empty_below)
+
+
+def feature_map(model: VGG19, x: torch.Tensor, layer: str, tile: int) -> torch.Tensor:
+    """`layer`'s fp32 map of the whole image `x`, computed tile by tile (a style image too
+    large for one pass)."""
+    stride = layer_strides(model)[layer]
+    size = feature_size(*x.shape[-2:], stride)
+    return _assemble(model, x, grid_for(model, x, frozenset({layer}), tile), stride, size,
+                     layer)
+
+
+def _assemble(model: VGG19, x: torch.Tensor, grid: list[Tile], stride: int,
+              size: tuple[int, int], layer: str) -> torch.Tensor:
     full = torch.empty((1, layer_shape(layer)[0], *size), dtype=torch.float32,
-                       device=content_x.device)
+                       device=x.device)
     device = model_device(model)
     with torch.no_grad():
         for t in grid:
-            features = model(t.crop_to(content_x, device), {layer})[layer]
+            features = model(t.crop_to(x, device), {layer})[layer]
             t.place(full, stride).copy_(t.owned(features, stride, size))
-    return losses.content_target(full, empty_below)
+    return full
 
 
 def moments(model: VGG19, x: torch.Tensor, layers: frozenset[str], tile: int
